@@ -1,0 +1,3 @@
+"""ImgAE-Dx: unsupervised anomaly detection on chest X-rays with autoencoders."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,196 @@
+"""Patient-level split and the "No Finding" filter.
+
+train = "No Finding" images of training patients; val = "No Finding" images of a held-out
+fraction of the training patients (label-free model selection); test = every image of the
+test patients, label 0 for "No Finding" and 1 for any finding. A patient never appears in two
+splits: :func:`check_split` refuses it, and :func:`make_split` calls it before returning.
+
+With the official lists (``train_val_list.txt``, ``test_list.txt``) present the test patients
+are theirs; without them the patients are split at random (seeded) with ``test_fraction``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgae_dx.data import nih
+
+MANIFEST_COLUMNS = ["image", "patient_id", "follow_up", "age", "sex", "view", "findings", "label", "shard"]
+SPLITS = ("train", "val", "test")
+
+
+class SplitError(ValueError):
+    """The split would break the protocol (a patient in two splits, an abnormal image in train...)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images each split needs; the manifests ``train``, ``val``, ``test`` (MANIFEST_COLUMNS)."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+    def as_dict(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def images(self) -> list[str]:
+        """Every image any split needs, sorted (what a fetcher must transfer)."""
+        return sorted(set(self.train.image) | set(self.val.image) | set(self.test.image))
+
+
+def _cap(df: pd.DataFrame, cap: int | None, rng: np.random.Generator) -> pd.DataFrame:
+    if cap is None or len(df) <= cap:
+        return df
+    keep = np.sort(rng.choice(len(df), size=int(cap), replace=False))
+    return df.iloc[keep]
+
+
+def make_split(
+    entries: pd.DataFrame,
+    *,
+    train_val_list: list[str] | None = None,
+    test_list: list[str] | None = None,
+    views: list[str] = ("PA", "AP"),
+    shards: str | list[str] = "all",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    max_train: int | None = None,
+    max_val: int | None = None,
+    max_test_normal: int | None = None,
+    max_test_abnormal: int | None = None,
+    seed: int = 0,
+) -> Selection:
+    """Split ``entries`` (:func:`imgae_dx.data.nih.read_data_entry` frame) by patient.
+
+    Caps subsample images at random (seeded) within a split, after the patient assignment,
+    so a cap never moves a patient between splits.
+    """
+    views = list(views)
+    for v in views:
+        if v not in nih.VIEWS:
+            raise ValueError(f"data.views: unknown view {v!r} (valid: {', '.join(nih.VIEWS)})")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    shard_names = nih.normalize_shards(shards)
+    df = entries.copy()
+    df["shard"] = [nih.shard_of(n) for n in df["image"]]
+    df = df[df["view"].isin(views) & df["shard"].isin(shard_names)]
+    df["label"] = (df["findings"] != nih.NO_FINDING).astype(int)
+    rng = np.random.default_rng(seed)
+
+    # Patient partition: official lists when given, else a seeded patient-level split.
+    patients = np.array(sorted(df["patient_id"].unique()))
+    if test_list is not None:
+        test_names = set(test_list)
+        tv_names = set(train_val_list) if train_val_list is not None else None
+        test_pat = set(entries.loc[entries["image"].isin(test_names), "patient_id"])
+        if tv_names is not None:
+            tv_pat = set(entries.loc[entries["image"].isin(tv_names), "patient_id"])
+            both = sorted(test_pat & tv_pat)
+            if both:
+                raise SplitError(
+                    f"{nih.TEST_LIST} and {nih.TRAIN_VAL_LIST} share {len(both)} patient(s), e.g. {both[:5]}: "
+                    "the official split is patient-wise; refusing to split"
+                )
+        train_pat = set(patients) - test_pat
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+        perm = rng.permutation(patients)
+        n_test = int(round(test_fraction * len(perm)))
+        test_pat = set(perm[:n_test].tolist())
+        train_pat = set(perm[n_test:].tolist())
+
+    normals = df[(df["label"] == 0) & df["patient_id"].isin(train_pat)]
+    normal_pat = np.array(sorted(normals["patient_id"].unique()))
+    n_val = int(round(val_fraction * len(normal_pat)))
+    if val_fraction > 0 and len(normal_pat) >= 2:
+        n_val = max(1, n_val)
+    val_pat = set(rng.permutation(normal_pat)[:n_val].tolist())
+    train = normals[~normals["patient_id"].isin(val_pat)]
+    val = normals[normals["patient_id"].isin(val_pat)]
+    test = df[df["patient_id"].isin(test_pat)]
+    test_n = _cap(test[test["label"] == 0], max_test_normal, rng)
+    test_a = _cap(test[test["label"] == 1], max_test_abnormal, rng)
+    test = pd.concat([test_n, test_a])
+    train = _cap(train, max_train, rng)
+    val = _cap(val, max_val, rng)
+
+    out = {}
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        out[name] = part.sort_values("image")[MANIFEST_COLUMNS].reset_index(drop=True)
+    sel = Selection(**out)
+    check_split(sel.as_dict())
+    return sel
+
+
+def check_split(splits: dict[str, pd.DataFrame]) -> None:
+    """Raise :class:`SplitError` if a patient appears in two splits or train/val hold an abnormal image."""
+    seen: dict[int, str] = {}
+    for name in SPLITS:
+        part = splits[name]
+        dup = part["image"][part["image"].duplicated()]
+        if len(dup):
+            raise SplitError(f"split {name!r}: image {dup.iloc[0]} listed twice")
+        for pid in part["patient_id"].unique():
+            other = seen.get(int(pid))
+            if other is not None and other != name:
+                raise SplitError(f"patient {int(pid)} appears in both {other!r} and {name!r}: patient leakage")
+            seen[int(pid)] = name
+        if name in ("train", "val"):
+            bad = part[part["findings"] != nih.NO_FINDING]
+            if len(bad):
+                raise SplitError(
+                    f"split {name!r}: image {bad['image'].iloc[0]} has findings {bad['findings'].iloc[0]!r}; "
+                    "train and val hold 'No Finding' images only"
+                )
+    for name in SPLITS:
+        if len(splits[name]) == 0:
+            raise SplitError(f"split {name!r} is empty: check data.shards, data.views and the caps")
+
+
+def summarize(splits: dict[str, pd.DataFrame], source: str) -> dict:
+    """Counts per split, view and finding (for ``data/split/summary.json`` and the report)."""
+    test = splits["test"]
+    by_finding: dict[str, int] = {}
+    for f in test["findings"]:
+        for lab in nih.parse_findings(f):
+            by_finding[lab] = by_finding.get(lab, 0) + 1
+    return {
+        "source": source,
+        "n_train": int(len(splits["train"])),
+        "n_val": int(len(splits["val"])),
+        "n_test_normal": int((test["label"] == 0).sum()),
+        "n_test_abnormal": int((test["label"] == 1).sum()),
+        "n_patients": {k: int(v["patient_id"].nunique()) for k, v in splits.items()},
+        "by_view": {
+            k: {v: int((part["view"] == v).sum()) for v in nih.VIEWS} for k, part in splits.items()
+        },
+        "test_by_view_label": {
+            v: {"normal": int(((test["view"] == v) & (test["label"] == 0)).sum()),
+                "abnormal": int(((test["view"] == v) & (test["label"] == 1)).sum())}
+            for v in nih.VIEWS
+        },
+        "by_finding": dict(sorted(by_finding.items())),
+    }
+
+
+def load_metadata(raw_dir: str | Path) -> tuple[pd.DataFrame, list[str] | None, list[str] | None, pd.DataFrame]:
+    """Read the NIH metadata files of a mirror: entries, train_val list, test list, boxes.
+
+    The two lists and the box file are optional (``None`` / empty frame when absent).
+    """
+    raw_dir = Path(raw_dir)
+    entries = nih.read_data_entry(raw_dir / nih.DATA_ENTRY)
+    tv = raw_dir / nih.TRAIN_VAL_LIST
+    te = raw_dir / nih.TEST_LIST
+    train_val = nih.read_image_list(tv) if tv.exists() else None
+    test = nih.read_image_list(te) if te.exists() else None
+    bb = raw_dir / nih.BBOX_LIST
+    boxes = nih.read_bbox(bb) if bb.exists() else pd.DataFrame(columns=["image", "finding", "x", "y", "w", "h"])
+    return entries, train_val, test, boxes
