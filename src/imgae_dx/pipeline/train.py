@@ -1,0 +1,122 @@
+"""DVC stage ``train`` as an importable, testable function; ``stages/train.py`` calls it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from imgae_dx import config
+from imgae_dx.io import save_torch, write_csv
+from imgae_dx.pipeline.common import MODELS, PREPARED, REPORTS, RESUME
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
+    """``train@<arch>``: fit on train normals, early-stop on val normals, write ``models/<arch>.pt``."""
+    import torch
+
+    from imgae_dx import tracking
+    from imgae_dx.models import build_model
+    from imgae_dx.train import train_model
+
+    margs = config.model_args(params, arch)
+    targs = config.train_args(params, arch)
+    seed = int(params["seed"])
+    if targs.get("num_threads"):
+        torch.set_num_threads(int(targs["num_threads"]))
+    train_x = np.load(PREPARED / "train.npy", mmap_mode="r")
+    val_x = np.load(PREPARED / "val.npy", mmap_mode="r")
+
+    # The resumable checkpoint is only trusted for the very same model, settings and data.
+    resume_path = RESUME / f"{arch}.pt"
+    stamp_path = RESUME / f"{arch}.json"
+    fp = _fingerprint(
+        arch,
+        margs,
+        {k: v for k, v in targs.items() if k != "resume"},
+        seed,
+        np.asarray(train_x[:: max(1, len(train_x) // 64)]),
+        len(train_x),
+        len(val_x),
+    )
+    resume = bool(targs["resume"])
+    if resume_path.exists():
+        old = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
+        if old.get("fingerprint") != fp or not resume:
+            resume_path.unlink()
+    RESUME.mkdir(parents=True, exist_ok=True)
+    stamp_path.write_text(json.dumps({"fingerprint": fp}))
+
+    torch.manual_seed(seed)
+    model = build_model(arch, **margs)
+    n_params = sum(p.numel() for p in model.parameters())
+    stage = f"train@{arch}"
+    with tracking.start_run(stage, params, run_name=stage) as run:
+        run.log_params(
+            {
+                "arch": arch,
+                "seed": seed,
+                "model": margs,
+                "train": targs,
+                "n_parameters": n_params,
+                "data": {k: params["data"][k] for k in ("source", "image_size", "views", "shards")},
+            }
+        )
+
+        def on_epoch(row: dict[str, Any]) -> None:
+            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+        result = train_model(
+            model,
+            train_x,
+            val_x,
+            epochs=int(targs["epochs"]),
+            batch_size=int(targs["batch_size"]),
+            lr=float(targs["lr"]),
+            weight_decay=float(targs["weight_decay"]),
+            patience=targs["patience"],
+            grad_clip=targs["grad_clip"],
+            scheduler=targs["scheduler"],
+            device=targs["device"],
+            amp=bool(targs["amp"]),
+            seed=seed,
+            checkpoint_path=resume_path,
+            resume=resume,
+            on_epoch=on_epoch,
+        )
+        ckpt = {
+            "arch": arch,
+            "model_args": margs,
+            "state_dict": result.best_state_dict,
+            "best_epoch": int(result.best_epoch),
+            "best_val_loss": float(result.best_val_loss),
+            "n_parameters": int(n_params),
+            "params": {"seed": seed, "train": targs, "image_size": params["data"]["image_size"]},
+        }
+        save_torch(MODELS / f"{arch}.pt", ckpt)
+        history = result.history
+        write_csv(REPORTS / "train" / f"{arch}.csv", history, float_format="%.6g")
+        summary = {
+            "best_epoch": int(result.best_epoch),
+            "best_val_loss": float(result.best_val_loss),
+            "epochs_run": int(len(history)),
+            "n_parameters": int(n_params),
+            "first_val_loss": float(history["val_loss"].iloc[0]),
+            "device": str(result.device),
+        }
+        run.log_metrics({k: v for k, v in summary.items() if k != "device"})
+        run.log_artifact(REPORTS / "train" / f"{arch}.csv")
+    return summary
