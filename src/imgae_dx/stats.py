@@ -1,0 +1,184 @@
+"""Uncertainty and comparisons for AUROC: DeLong, stratified bootstrap, Holm. Pure functions.
+
+- DeLong, DeLong & Clarke-Pearson (1988), Biometrics 44:837 — nonparametric covariance of
+  correlated AUROCs from the structural components (placement values), computed with the
+  midrank algorithm of Sun & Xu (2014), IEEE Signal Processing Letters 21:1389.
+- Stratified bootstrap: normals and abnormals are resampled separately (class sizes fixed),
+  as pROC's ``boot.stratified = TRUE``; percentile intervals; one ``numpy`` Generator per call
+  seeded with ``seed``, so the same seed gives the same interval.
+- Holm (1979) step-down adjustment for a family of p-values.
+
+Argument order is ``(labels, scores...)`` as in :mod:`imgae_dx.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from imgae_dx.metrics import _check, auroc
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    return sps.rankdata(x, method="average", axis=-1)
+
+
+def delong_placements(
+    labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Structural components for k score vectors at once (Sun & Xu 2014, midranks).
+
+    ``scores``: (n,) or (k, n). Returns ``auc (k,)``, ``v10 (k, m)`` — for each abnormal, the
+    fraction of normals it outranks (ties ½) — and ``v01 (k, n_normal)`` — for each normal,
+    the fraction of abnormals that outrank it.
+    """
+    y = np.asarray(labels).ravel()
+    s2 = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    for row in s2:
+        _check(y, row)
+    pos, neg = s2[:, y == 1], s2[:, y == 0]
+    m, n = pos.shape[1], neg.shape[1]
+    if m == 0 or n == 0:
+        raise ValueError("DeLong needs at least one normal and one abnormal")
+    tx, ty = _midranks(pos), _midranks(neg)
+    tz = _midranks(np.concatenate([pos, neg], axis=1))
+    auc = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
+    v10 = (tz[:, :m] - tx) / n
+    v01 = 1.0 - (tz[:, m:] - ty) / m
+    return auc, v10, v01
+
+
+def delong_covariance(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs (k,) and their DeLong covariance matrix (k, k): S10/m + S01/n."""
+    auc, v10, v01 = delong_placements(labels, scores)
+    m, n = v10.shape[1], v01.shape[1]
+    s10 = np.atleast_2d(np.cov(v10, ddof=1)) if m > 1 else np.zeros((len(auc), len(auc)))
+    s01 = np.atleast_2d(np.cov(v01, ddof=1)) if n > 1 else np.zeros((len(auc), len(auc)))
+    return auc, s10 / m + s01 / n
+
+
+def delong_auc_variance(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(AUROC, its DeLong variance) for one score vector (= pROC's ``var(roc)``)."""
+    auc, cov = delong_covariance(labels, scores)
+    return float(auc[0]), float(cov[0, 0])
+
+
+def delong_ci(labels: np.ndarray, scores: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """Normal-approximation CI of one AUROC from its DeLong variance, clipped to [0, 1]."""
+    auc, var = delong_auc_variance(labels, scores)
+    half = sps.norm.ppf(0.5 + ci / 2.0) * np.sqrt(var)
+    return float(max(0.0, auc - half)), float(min(1.0, auc + half))
+
+
+def delong_test(labels: np.ndarray, s1: np.ndarray, s2: np.ndarray, *, ci: float = 0.95) -> dict:
+    """DeLong's test for two correlated ROC curves (same images, two scores).
+
+    Returns ``auc1, auc2, delta (= auc1 - auc2), se, z, p`` (two-sided) and ``delta_ci``
+    (normal approximation). Identical curves give z = 0, p = 1 (as pROC).
+    """
+    auc, cov = delong_covariance(labels, np.vstack([np.ravel(s1), np.ravel(s2)]))
+    delta = float(auc[0] - auc[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
+    se = float(np.sqrt(max(var, 0.0)))
+    if se > 0:
+        z = delta / se
+        p = float(2.0 * sps.norm.sf(abs(z)))
+    else:
+        z, p = (0.0, 1.0) if delta == 0 else (float(np.copysign(np.inf, delta)), 0.0)
+    half = sps.norm.ppf(0.5 + ci / 2.0) * se
+    return {
+        "auc1": float(auc[0]),
+        "auc2": float(auc[1]),
+        "delta": delta,
+        "se": se,
+        "z": float(z),
+        "p": p,
+        "delta_ci": [float(delta - half), float(delta + half)],
+    }
+
+
+def stratified_bootstrap(
+    labels: np.ndarray,
+    statistic: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """``n_boot`` values of ``statistic(labels_b, *arrays_b)`` over stratified resamples.
+
+    Normals and abnormals are drawn with replacement separately (their counts stay fixed);
+    every array in ``arrays`` is resampled with the same indices (paired). Deterministic for a
+    given ``seed``.
+    """
+    y = np.asarray(labels).ravel()
+    cols = [np.asarray(a) for a in arrays]
+    for a in cols:
+        if len(a) != len(y):
+            raise ValueError("every array must have one entry per label")
+    groups = [np.flatnonzero(y == v) for v in np.unique(y)]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot, dtype=np.float64)
+    for b in range(n_boot):
+        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        out[b] = statistic(y[idx], *(a[idx] for a in cols))
+    return out
+
+
+def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap values (nan replicates ignored; nan if none is left)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(v, [50.0 * (1.0 - ci), 50.0 * (1.0 + ci)])
+    return float(lo), float(hi)
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float] = auroc,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[float, float]:
+    """Stratified-bootstrap percentile CI of ``metric(labels, scores)``."""
+    vals = stratified_bootstrap(
+        labels, metric, np.asarray(scores, np.float64), n_boot=n_boot, seed=seed
+    )
+    return percentile_ci(vals, ci)
+
+
+def paired_bootstrap_ci(
+    labels: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float] = auroc,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[float, float]:
+    """CI of ``metric(y, s1) - metric(y, s2)``, both scores resampled with the same images."""
+
+    def diff(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        return metric(y, a) - metric(y, b)
+
+    a1, a2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
+    return percentile_ci(stratified_bootstrap(labels, diff, a1, a2, n_boot=n_boot, seed=seed), ci)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm (1979) step-down adjusted p-values, in input order; None/nan entries pass through."""
+    p = np.array([np.nan if v is None else float(v) for v in pvalues], dtype=np.float64)
+    ok = np.flatnonzero(np.isfinite(p))
+    adj = np.full_like(p, np.nan)
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="mergesort")]
+        k = len(order)
+        stepped = np.minimum(1.0, (k - np.arange(k)) * p[order])
+        adj[order] = np.maximum.accumulate(stepped)
+    return [None if not np.isfinite(v) else float(v) for v in adj]

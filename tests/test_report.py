@@ -1,0 +1,351 @@
+"""End to end: make_report on a tiny fake pipeline output (2 models, 60 test images at 16²)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from imgae_dx import report
+from imgae_dx.io import write_npz
+
+S = 16
+MODELS = ["ae", "unet"]
+FINDINGS = ["Effusion", "Mass", "Nodule", "Effusion|Mass", "Infiltration"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params(**report_overrides) -> dict:
+    rep = {
+        "bootstrap": 40,
+        "seed": 0,
+        "ci": 0.95,
+        "threshold_percentile": 95,
+        "age_bands": [0, 30, 45, 60, 75, 200],
+        "min_stratum": 5,
+        "gallery_n": 1,
+    }
+    rep.update(report_overrides)
+    return {
+        "seed": 0,
+        "models": MODELS,
+        "data": {"source": "synthetic", "image_size": S, "views": ["PA", "AP"]},
+        "score": {"method": "ra", "reduce": "mean"},
+        "train": {"epochs": 2},
+        "arch": {"ae": {"latent": 16}, "unet": {"base": 8}, "vae": {"latent": 4}},
+        "report": rep,
+        "mlflow": {"enabled": False},
+    }
+
+
+def make_fake_pipeline(root: Path, seed: int = 0) -> None:
+    """The files the report stage reads, with small, fixed, partly informative data."""
+    rng = np.random.default_rng(seed)
+    n_test, n_val = 60, 30
+    label = np.array([0] * 34 + [1] * 26)
+    rows = []
+    for i in range(n_test):
+        ab = label[i] == 1
+        rows.append(
+            {
+                "image": f"{i:08d}_000.png",
+                "patient_id": f"{i // 2:08d}",
+                "follow_up": i % 2,
+                "age": int(rng.integers(5, 90)),
+                "sex": "M" if i % 3 else "F",
+                "view": "AP" if (rng.random() < (0.6 if ab else 0.4)) else "PA",
+                "findings": FINDINGS[i % len(FINDINGS)] if ab else "No Finding",
+                "label": int(ab),
+            }
+        )
+    test = pd.DataFrame(rows)
+    images = rng.integers(0, 200, (n_test, S, S)).astype(np.uint8)
+    images[label == 1, 4:8, 4:8] = 255  # a bright "lesion"
+    (root / "data/split").mkdir(parents=True)
+    (root / "data/prepared").mkdir(parents=True)
+    test.to_csv(root / "data/split/test.csv", index=False)
+    np.save(root / "data/prepared/test.npy", images)
+    boxed = test.index[(test["label"] == 1) & (test.index % 2 == 0)]
+    boxes = pd.DataFrame(
+        {
+            "image": test.loc[boxed, "image"],
+            "finding": [test.loc[i, "findings"].split("|")[0] for i in boxed],
+            "x": 4.0,
+            "y": 4.0,
+            "w": 4.0,
+            "h": 4.0,
+        }
+    )
+    boxes.to_csv(root / "data/prepared/boxes.csv", index=False)
+    (root / "data/split/summary.json").write_text(
+        json.dumps(
+            {
+                "source": "synthetic",
+                "n_train": 200,
+                "n_val": n_val,
+                "n_test_normal": 34,
+                "n_test_abnormal": 26,
+                "by_view": {
+                    "PA": {"normal": 100, "abnormal": 20},
+                    "AP": {"normal": 90, "abnormal": 30},
+                },
+                "by_finding": {"Effusion": 12, "Mass": 9},
+            }
+        )
+    )
+    (root / "reports/figures").mkdir(parents=True)
+    for k, arch in enumerate(MODELS):
+        strength = 1.0 + k
+        score_t = rng.normal(0, 1, n_test) + strength * label
+        val = pd.DataFrame(
+            {
+                "image": [f"v{i:07d}_000.png" for i in range(n_val)],
+                "patient_id": [f"v{i}" for i in range(n_val)],
+                "split": "val",
+                "view": "PA",
+                "sex": "M",
+                "age": 40,
+                "label": 0,
+                "findings": "No Finding",
+                "score": rng.normal(0, 1, n_val),
+            }
+        )
+        tst = test.drop(columns=["follow_up"]).assign(split="test", score=score_t)
+        sc = pd.concat([val, tst[val.columns]], ignore_index=True)
+        # rows in a different order per model: the report must align them by image
+        sc = sc.sample(frac=1.0, random_state=k)
+        (root / "reports/scores").mkdir(parents=True, exist_ok=True)
+        sc.to_csv(root / f"reports/scores/{arch}.csv", index=False)
+        recon = np.clip(images / 255.0 + rng.normal(0, 0.05, images.shape), 0, 1)
+        amap = np.abs(images / 255.0 - recon)
+        amap[label == 1, 4:8, 4:8] += 0.5 * k
+        write_npz(
+            root / f"reports/maps/{arch}.npz",
+            image=test["image"].to_numpy().astype(str),
+            recon=recon.astype(np.float16),
+            map=amap.astype(np.float16),
+            meta_json=np.array(
+                json.dumps({"map": "ra", "saliency": "ssim", "reduce": "mean", "smooth_sigma": 0})
+            ),
+        )
+        (root / "reports/train").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(
+            {
+                "epoch": [1, 2, 3],
+                "train_loss": [0.3, 0.2, 0.15],
+                "val_loss": [0.32, 0.25, 0.26],
+                "lr": 1e-3,
+            }
+        ).to_csv(root / f"reports/train/{arch}.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("pipeline")
+    make_fake_pipeline(root)
+    inputs = report.load_inputs(root, MODELS)
+    result = report.make_report(inputs, _params(), out_dir=root / "reports")
+    return root, result
+
+
+def test_outputs_exist(built):
+    root, _ = built
+    for rel in [
+        "metrics.json",
+        "report.md",
+        "plots/roc/ae.csv",
+        "plots/roc/unet.csv",
+        "plots/pr/ae.csv",
+        "plots/pr/unet.csv",
+        "figures/roc.png",
+        "figures/pr.png",
+        "figures/score_dist.png",
+        "figures/gallery.png",
+        "figures/train_curves.png",
+    ]:
+        assert (root / "reports" / rel).is_file(), rel
+    roc = pd.read_csv(root / "reports/plots/roc/ae.csv")
+    assert list(roc.columns) == ["fpr", "tpr"] and roc.iloc[0].tolist() == [0, 0]
+    assert list(pd.read_csv(root / "reports/plots/pr/ae.csv").columns) == ["recall", "precision"]
+
+
+def test_metrics_json_contract(built):
+    root, result = built
+    text = (root / "reports/metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    m = json.loads(text)
+    assert m == result
+    assert m["data"] == {
+        "source": "synthetic",
+        "n_train": 200,
+        "n_val": 30,
+        "n_test_normal": 34,
+        "n_test_abnormal": 26,
+    }
+    for arch in MODELS:
+        a = m["models"][arch]
+        assert isinstance(a["auroc"], float) and 0 <= a["auroc"] <= 1
+        lo, hi = a["auroc_ci95"]
+        assert lo <= a["auroc"] <= hi
+        for key in ("auprc", "auprc_ci95", "f1_max", "sens_at_95spec", "spec_at_95sens"):
+            assert a[key] is not None, key
+        assert a["threshold"]["source"] == "val normals" and a["threshold"]["n_val_normal"] == 30
+        assert {"sensitivity", "specificity", "f1", "value"} <= set(a["threshold"])
+        assert a["score_method"] == {
+            "map": "ra",
+            "saliency": "ssim",
+            "reduce": "mean",
+            "smooth_sigma": 0,
+        }
+        assert set(a["by_view"]) == {"PA", "AP"} and set(a["by_sex"]) == {"M", "F"}
+        assert list(a["by_age"]) == ["0-30", "30-45", "45-60", "60-75", "75+"]
+        assert set(a["by_finding"]) == {"Effusion", "Mass", "Nodule", "Infiltration"}
+        assert a["by_finding"]["Effusion"]["n_abnormal"] == 10  # "Effusion" and "Effusion|Mass"
+        assert a["by_finding"]["Effusion"]["n_normal"] == 34
+        for strata in ("by_view", "by_sex", "by_age", "by_finding"):
+            for v in a[strata].values():
+                small = min(v["n_normal"], v["n_abnormal"]) < 5
+                assert (v["auroc"] is None) == small and (v["auroc_ci95"] is None) == small
+        loc = a["localization"]
+        assert (
+            loc["n_images"] == 13 and 0 <= loc["hit_rate"] <= 1 and loc["pixel_auroc"] is not None
+        )
+    # unet's maps light up the lesion box: every boxed image is a hit
+    assert m["models"]["unet"]["localization"]["hit_rate"] == 1.0
+    assert set(m["baselines"]) == {"mean_intensity", "std_intensity", "view_ap"}
+    assert m["baselines"]["mean_intensity"]["auroc"] > 0.9  # the fake lesion brightens abnormals
+    c = m["comparisons"]["ae_vs_unet"]
+    assert c["delta_auroc"] == pytest.approx(
+        m["models"]["ae"]["auroc"] - m["models"]["unet"]["auroc"], abs=2e-6
+    )
+    assert 0 <= c["p_delong"] <= c["p_holm"] <= 1 and len(c["delta_auroc_ci95"]) == 2
+
+
+def test_report_markdown_has_every_section(built):
+    root, _ = built
+    md = (root / "reports/report.md").read_text()
+    for heading in [
+        "## 1. Setup",
+        "### Data",
+        "### Test set by view",
+        "### Test abnormal images by finding",
+        "### Scoring",
+        "### Parameters",
+        "## 2. Image-level detection",
+        "## 3. Operating point",
+        "### 4.1 By view",
+        "### 4.2 By sex",
+        "### 4.3 By age band",
+        "### 4.4 By finding",
+        "## 5. Architecture comparisons",
+        "## 6. Localization",
+        "## 7. Score distributions",
+        "## 8. Training curves",
+        "## 9. Caveats",
+    ]:
+        assert heading in md, heading
+    for fig in ["roc", "pr", "score_dist", "gallery", "train_curves"]:
+        assert f"(figures/{fig}.png)" in md
+    assert "ae − unet" in md and "_baseline: view (AP)_" in md
+    assert (
+        "Synthetic data is not clinical evidence" in md and "NLP" in md and "View confounder" in md
+    )
+    assert "`arch.vae" not in md  # only the reported models' parameters
+    assert "not available" not in md  # every table is filled on a complete run
+    assert "nan" not in md.lower().replace("nonan", "")
+
+
+def test_deterministic_outputs(built, tmp_path):
+    root, _ = built
+    again = tmp_path / "again"
+    report.make_report(report.load_inputs(root, MODELS), _params(), out_dir=again)
+    for rel in [
+        "metrics.json",
+        "report.md",
+        "plots/roc/ae.csv",
+        "figures/roc.png",
+        "figures/gallery.png",
+    ]:
+        assert (again / rel).read_bytes() == (root / "reports" / rel).read_bytes(), rel
+
+
+def test_test_labels_never_move_the_threshold(built):
+    root, result = built
+    inputs = report.load_inputs(root, MODELS)
+    for df in inputs.scores.values():
+        test = df["split"] == "test"
+        df.loc[test, "label"] = 1 - df.loc[test, "label"]  # flip every test label
+    flipped = report.analyze(inputs, _params()).metrics
+    for arch in MODELS:
+        assert (
+            flipped["models"][arch]["threshold"]["value"]
+            == result["models"][arch]["threshold"]["value"]
+        )
+
+
+def test_headline_metrics_are_scalars(built):
+    _, result = built
+    head = report.headline_metrics(result)
+    assert head["models"]["ae"]["auroc"] == result["models"]["ae"]["auroc"]
+    assert "by_view" not in head["models"]["ae"] and "auroc_ci95" not in head["models"]["ae"]
+    assert (
+        head["comparisons"]["ae_vs_unet"]["p_holm"] == result["comparisons"]["ae_vs_unet"]["p_holm"]
+    )
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match="report.bootstrapp"):
+        report.ReportConfig.from_params({"bootstrapp": 10})
+    with pytest.raises(ValueError, match="report.ci"):
+        report.ReportConfig.from_params({"ci": 1.5})
+    with pytest.raises(ValueError, match="report.age_bands"):
+        report.ReportConfig.from_params({"age_bands": [30, 10]})
+    assert report.age_band_labels([0, 30, 200]) == ["0-30", "30+"]
+
+
+def test_missing_optional_inputs_degrade_gracefully(tmp_path):
+    make_fake_pipeline(tmp_path, seed=1)
+    for rel in [
+        "data/prepared/test.npy",
+        "data/prepared/boxes.csv",
+        "reports/train/ae.csv",
+        "reports/maps/unet.npz",
+    ]:
+        (tmp_path / rel).unlink()
+    m = report.make_report(
+        report.load_inputs(tmp_path, MODELS), _params(bootstrap=10), tmp_path / "out"
+    )
+    assert (
+        m["baselines"]["mean_intensity"]["auroc"] is None
+        and m["baselines"]["view_ap"]["auroc"] is not None
+    )
+    assert (
+        m["models"]["ae"]["localization"]["n_images"] == 0
+        and m["models"]["unet"]["score_method"] == {}
+    )
+    assert (tmp_path / "out/figures/gallery.png").is_file()
+    with pytest.raises(FileNotFoundError, match="score@vae"):
+        report.load_inputs(tmp_path, ["vae"])
+
+
+def test_stage_script_runs(tmp_path):
+    make_fake_pipeline(tmp_path, seed=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(bootstrap=10)))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages/report.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ae: AUROC" in proc.stdout
+    assert (
+        json.loads((tmp_path / "reports/metrics.json").read_text())["models"]["unet"]["auroc"] > 0.5
+    )

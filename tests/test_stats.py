@@ -1,0 +1,148 @@
+"""DeLong, bootstrap and Holm (imgae_dx.stats).
+
+DeLong is checked two independent ways:
+
+1. Against published output of another implementation: the values pROC's test suite asserts
+   for ``roc.test`` (DeLong, paired) and ``var`` on its aSAH data (pROC, Robin et al. 2011,
+   BMC Bioinformatics 12:77; tests/testthat/test-roc.test.R and test-var.R in
+   https://github.com/xrobin/pROC). Data: tests/fixtures/asah.csv (see the README there).
+2. Against the original structural-components formulation of DeLong, DeLong & Clarke-Pearson
+   (1988, Biometrics 44:837), computed here from the explicit ψ(X_i, Y_j) comparison matrix,
+   whereas the library uses the midrank algorithm of Sun & Xu (2014).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from imgae_dx import metrics, stats
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def asah() -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / "asah.csv")
+
+
+# roc.test(r1, r2) with pROC defaults: (predictor 1, predictor 2, Z, p, CI of AUC1 - AUC2)
+PROC_ROC_TEST = [
+    ("wfns", "s100b", 2.20898359144091, 0.0271757822291882, 0.0104061769564846, 0.174214419249478),
+    ("wfns", "ndka", 2.79777591868904, 0.00514557970691098, 0.0634011709339876, 0.3600405634833566),
+    (
+        "ndka",
+        "s100b",
+        -1.39077002573558,
+        0.164295175223054,
+        -0.2876917446341914,
+        0.0488706064228094,
+    ),
+]
+# var(roc) (DeLong) from pROC test-var.R
+PROC_VAR = {"wfns": 0.00146991470882363, "ndka": 0.0031908105493913, "s100b": 0.00266868245717244}
+PROC_AUC = {"wfns": 0.823678861788618, "ndka": 0.611957994579946}
+
+
+@pytest.mark.parametrize(("a", "b", "z", "p", "lo", "hi"), PROC_ROC_TEST)
+def test_delong_matches_proc_roc_test(asah, a, b, z, p, lo, hi):
+    y = (asah["outcome"] == "Poor").astype(int).to_numpy()
+    t = stats.delong_test(y, asah[a], asah[b])
+    assert t["z"] == pytest.approx(z, rel=1e-10)
+    assert t["p"] == pytest.approx(p, rel=1e-9)
+    assert t["delta_ci"] == pytest.approx([lo, hi], rel=1e-9)
+    assert t["delta"] == pytest.approx(t["auc1"] - t["auc2"])
+    swapped = stats.delong_test(y, asah[b], asah[a])
+    assert swapped["z"] == pytest.approx(-z, rel=1e-10) and swapped["p"] == pytest.approx(p)
+
+
+def test_delong_variance_matches_proc_var(asah):
+    y = (asah["outcome"] == "Poor").astype(int).to_numpy()
+    for name, var in PROC_VAR.items():
+        auc, v = stats.delong_auc_variance(y, asah[name])
+        assert v == pytest.approx(var, rel=1e-10)
+        assert auc == pytest.approx(metrics.auroc(y, asah[name]), abs=1e-14)
+    for name, auc in PROC_AUC.items():
+        assert stats.delong_auc_variance(y, asah[name])[0] == pytest.approx(auc, rel=1e-12)
+
+
+def _delong_1988(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs and covariance from the explicit ψ matrix (DeLong et al. 1988, eqs. 2-5)."""
+    pos, neg = y == 1, y == 0
+    m, n = pos.sum(), neg.sum()
+    v10, v01, theta = [], [], []
+    for s in scores:
+        x, z = s[pos][:, None], s[neg][None, :]
+        psi = (x > z) + 0.5 * (x == z)  # (m, n)
+        theta.append(psi.mean())
+        v10.append(psi.mean(axis=1))  # per abnormal: mean over normals
+        v01.append(psi.mean(axis=0))  # per normal: mean over abnormals
+    theta = np.array(theta)
+    v10, v01 = np.array(v10), np.array(v01)
+    s10 = (v10 - theta[:, None]) @ (v10 - theta[:, None]).T / (m - 1)
+    s01 = (v01 - theta[:, None]) @ (v01 - theta[:, None]).T / (n - 1)
+    return theta, s10 / m + s01 / n
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_delong_equals_structural_components(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 80)
+    s1 = np.round(rng.normal(0, 1, 80) + y, 1)  # ties within and across classes
+    s2 = np.round(0.5 * s1 + rng.normal(0, 1, 80) + 0.3 * y, 1)
+    theta, cov = _delong_1988(y, [s1, s2])
+    auc, fast_cov = stats.delong_covariance(y, np.vstack([s1, s2]))
+    np.testing.assert_allclose(auc, theta, rtol=1e-12)
+    np.testing.assert_allclose(fast_cov, cov, rtol=1e-10)
+    t = stats.delong_test(y, s1, s2)
+    se = np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert t["z"] == pytest.approx((theta[0] - theta[1]) / se, rel=1e-10)
+    assert t["p"] == pytest.approx(2 * sps.norm.sf(abs(t["z"])), rel=1e-10)
+
+
+def test_delong_identical_curves():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.7])
+    t = stats.delong_test(y, s, s)
+    assert (t["z"], t["p"], t["delta"]) == (0.0, 1.0, 0.0)
+    lo, hi = stats.delong_ci(y, s)
+    assert 0 <= lo <= metrics.auroc(y, s) <= hi <= 1
+
+
+def test_bootstrap_same_seed_same_interval():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 120)
+    s = rng.normal(0, 1, 120) + y
+    a = stats.bootstrap_ci(y, s, n_boot=200, seed=7)
+    b = stats.bootstrap_ci(y, s, n_boot=200, seed=7)
+    c = stats.bootstrap_ci(y, s, n_boot=200, seed=8)
+    assert a == b and a != c
+    assert a[0] < metrics.auroc(y, s) < a[1]
+    d1 = stats.paired_bootstrap_ci(y, s, -s, n_boot=100, seed=1)
+    assert d1 == stats.paired_bootstrap_ci(y, s, -s, n_boot=100, seed=1)
+    # same score twice: every paired difference is exactly 0
+    assert stats.paired_bootstrap_ci(y, s, s, n_boot=50, seed=1) == (0.0, 0.0)
+
+
+def test_bootstrap_is_stratified():
+    y = np.array([0] * 30 + [1] * 5)
+    counts = stats.stratified_bootstrap(
+        y, lambda yb, sb: float(yb.sum()), np.arange(35.0), n_boot=50, seed=0
+    )
+    assert (counts == 5).all()  # class sizes never change: no resample lacks abnormals
+    picked = stats.stratified_bootstrap(
+        y, lambda yb, sb: float(sb[yb == 1].min()), np.arange(35.0), n_boot=50, seed=0
+    )
+    assert (picked >= 30).all()  # abnormals are drawn only from abnormals
+
+
+def test_holm():
+    # hand-computed: sorted p 0.01, 0.02, 0.04 -> 0.03, 0.04, 0.04 (monotone), back in input order
+    assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert stats.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([0.01, None, float("nan")]) == [pytest.approx(0.01), None, None]
+    assert stats.holm([]) == []
