@@ -1,0 +1,128 @@
+"""Kaggle credentials from the standard places, never from params.
+
+Order (the one kagglehub uses; the kaggle CLI agrees on the token first):
+
+1. an API token: ``KAGGLE_API_TOKEN`` (the token itself or a path to a file holding it),
+   else ``~/.kaggle/access_token`` (kagglesdk's own lookup, so Kaggle notebooks work too);
+2. a legacy API key: ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``, else ``kaggle.json`` in
+   ``$KAGGLE_CONFIG_DIR``, ``~/.kaggle`` or ``~/.config/kaggle``.
+
+The secret never appears in a repr, a log line or an error message: :func:`find` registers it
+with :func:`imgae_dx.data.sources.http.register_secret`, which masks it everywhere we print.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgae_dx.data.sources.http import register_secret
+
+log = logging.getLogger(__name__)
+
+WHERE = """\
+Put Kaggle credentials in one of these places (never in params.yaml):
+  - an API token: export KAGGLE_API_TOKEN=<token>, or save the token alone in
+    ~/.kaggle/access_token (chmod 600);
+  - a legacy API key: ~/.kaggle/kaggle.json containing {"username": "...", "key": "..."}
+    (chmod 600; KAGGLE_CONFIG_DIR overrides the folder), or export KAGGLE_USERNAME and KAGGLE_KEY.
+Create one at https://www.kaggle.com/settings (API -> Create New Token)."""
+
+
+class CredentialsError(RuntimeError):
+    """Credentials are missing, malformed or were rejected; the message says where to put them."""
+
+
+@dataclass(frozen=True)
+class KaggleCredentials:
+    """Where the credentials came from (safe to print) and the secret (never printed)."""
+
+    source: str
+    token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    key: str | None = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return "API token" if self.token else "legacy API key"
+
+    def client_kwargs(self) -> dict[str, str | None]:
+        """Keyword arguments for ``kagglesdk.KaggleClient``."""
+        if self.token:
+            return {"api_token": self.token}
+        return {"username": self.username, "password": self.key}
+
+    def describe(self) -> str:
+        who = f" for user {self.username!r}" if self.username else ""
+        return f"{self.kind}{who} from {self.source}"
+
+
+def _legacy_files() -> list[Path]:
+    out = []
+    conf = os.environ.get("KAGGLE_CONFIG_DIR")
+    if conf:
+        out.append(Path(conf).expanduser() / "kaggle.json")
+    home = Path(os.path.expanduser("~"))
+    out.append(home / ".kaggle" / "kaggle.json")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+    out.append(Path(xdg) / "kaggle" / "kaggle.json")
+    return out
+
+
+def find() -> KaggleCredentials:
+    """The first credentials found in the standard places; :class:`CredentialsError` if none."""
+    from kagglesdk.kaggle_env import get_access_token_from_env
+
+    token, source = get_access_token_from_env()
+    if token:
+        token = token.strip()
+        register_secret(token)
+        where = {
+            "KAGGLE_API_TOKEN": "KAGGLE_API_TOKEN",
+            "access_token": "~/.kaggle/access_token",
+        }.get(source or "", source or "the environment")
+        return KaggleCredentials(source=where, token=token)
+
+    user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
+    if user and key:
+        register_secret(key.strip())
+        return KaggleCredentials(
+            source="KAGGLE_USERNAME/KAGGLE_KEY", username=user.strip(), key=key.strip()
+        )
+    if bool(user) != bool(key):
+        missing = "KAGGLE_KEY" if user else "KAGGLE_USERNAME"
+        log.warning("%s is not set, so KAGGLE_USERNAME/KAGGLE_KEY are ignored", missing)
+
+    for path in _legacy_files():
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            user, key = str(data["username"]).strip(), str(data["key"]).strip()
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            # Never echo the file's content: it is the secret.
+            raise CredentialsError(
+                f"{path} is not a valid Kaggle key file (expected JSON with 'username' and 'key': "
+                f"{type(e).__name__}).\n{WHERE}"
+            ) from None
+        if not user or not key:
+            raise CredentialsError(f"{path} has an empty 'username' or 'key'.\n{WHERE}")
+        register_secret(key)
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            log.warning("%s is readable by other users; chmod 600 it", path)
+        return KaggleCredentials(source=str(path), username=user, key=key)
+
+    raise CredentialsError(
+        f"No Kaggle credentials found (data.source: kaggle needs them).\n{WHERE}"
+    )
+
+
+def rejected(creds: KaggleCredentials, status: int, endpoint: str) -> CredentialsError:
+    """The error for credentials the API refused."""
+    return CredentialsError(
+        f"Kaggle ({endpoint}) rejected the {creds.describe()} (HTTP {status}): it is wrong, "
+        f"expired or revoked.\n{WHERE}"
+    )

@@ -1,0 +1,707 @@
+"""``data.source: kaggle``: only the NIH images the split needs, from the Kaggle mirror.
+
+The Kaggle dataset ``nih-chest-xrays/data`` is a single ~42 GB zip. The fetch
+
+1. finds credentials in the standard places (:mod:`.credentials`) and talks to the Kaggle API
+   through kagglesdk's own ``KaggleClient`` (the client ``kaggle`` 2.x and ``kagglehub`` 1.x are
+   built on), unmodified; ``endpoint`` only replaces the base URL it posts to;
+2. fetches the four metadata files, and calls ``select(raw_dir)`` to learn which images the
+   split needs, before any image is transferred;
+3. transfers those images only: ``DownloadDataset`` answers a redirect to the archive's download
+   URL, whose central directory is read from the end and whose needed members are fetched by
+   HTTP Range (:mod:`.zipremote`); for a handful of images (``method: auto``, at most
+   ``files_max``), per-file downloads instead, falling back to the archive for files that
+   answer 404 and for everything once Kaggle throttles single-file requests (429);
+4. keeps every verified file in ``cache_dir`` (outside ``data/raw``, which DVC deletes before a
+   rerun): files appear there only complete (temporary name, size + CRC-32 checked, rename),
+   so an interrupted fetch resumes where it stopped and a rerun transfers nothing twice;
+5. hard-links (or copies) the files into ``raw_dir`` in the Kaggle layout and writes
+   ``raw_dir/fetch_manifest.json`` (path, source URL without query string, size, CRC-32,
+   transferred or from the cache).
+
+Kaggle credentials go to the Kaggle API host only; the download URLs it redirects to are
+fetched without them.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+from imgae_dx.data import nih
+from imgae_dx.data.sources import credentials as creds_mod
+from imgae_dx.data.sources import http
+from imgae_dx.data.sources.local import Linker, check_selection, write_manifest
+from imgae_dx.data.sources.zipremote import (
+    LOCAL_SIG,
+    RemoteZip,
+    ZipEntry,
+    file_crc32,
+    remove_stale_parts,
+    temp_name,
+)
+from imgae_dx.progress import progress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "nih-chest-xrays/data"
+METHODS = ("auto", "zip", "files")
+SERVICE = "datasets.DatasetApiService"
+USER_AGENT = "imgae-dx (kagglesdk)"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_DATASET_RE = re.compile(r"^([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.-]*)$")
+
+
+class KaggleFetchError(RuntimeError):
+    """The dataset cannot be fetched as asked; the message says why and what to change."""
+
+
+class _FileMissing(Exception):
+    """A single-file download answered 404 (some paths of this dataset do)."""
+
+
+class _Throttled(Exception):
+    """Kaggle throttles single-file downloads (429): switch to the archive."""
+
+
+# -- the API, through kagglesdk --------------------------------------------------------------------
+class KaggleApi:
+    """``ListDatasetFiles`` / ``DownloadDataset`` through kagglesdk's ``KaggleClient``.
+
+    The SDK builds the requests (URL, JSON body, auth header); ``endpoint`` replaces the base URL
+    (requests go to ``<endpoint>/api/v1/datasets.DatasetApiService/<Method>``, like the SDK's
+    non-production environments). Calls are serialized: they are cheap, and rate limits apply
+    to the account, not to the connection.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        *,
+        creds: creds_mod.KaggleCredentials,
+        policy: http.RetryPolicy,
+        endpoint: str | None = None,
+        version: int | None = None,
+    ):
+        from kagglesdk.kaggle_client import KaggleClient
+        from kagglesdk.kaggle_env import KaggleEnv
+
+        m = _DATASET_RE.match(dataset or "")
+        if not m:
+            raise KaggleFetchError(f"data.kaggle.dataset: {dataset!r} is not '<owner>/<dataset>'")
+        self.owner, self.slug = m.group(1), m.group(2)
+        self.version = version
+        self.creds, self.policy = creds, policy
+        kwargs = creds.client_kwargs()
+        if endpoint:
+            if not re.match(r"^https?://", endpoint):
+                raise KaggleFetchError(f"data.kaggle.endpoint: {endpoint!r} is not an http(s) URL")
+            self.client = KaggleClient(
+                env=KaggleEnv.LOCAL, verbose=False, user_agent=USER_AGENT, **kwargs
+            )
+            self.client.http_client()._endpoint = endpoint.rstrip("/")
+        else:
+            self.client = KaggleClient(verbose=False, user_agent=USER_AGENT, **kwargs)
+        self.endpoint = http.public_url(self.client.http_client()._endpoint)
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    @property
+    def label(self) -> str:
+        v = f" v{self.version}" if self.version else ""
+        return f"{self.owner}/{self.slug}{v}"
+
+    def _call(self, fn: Callable[[], Any], what: str, *, throttle_fails: bool = False) -> Any:
+        def attempt() -> Any:
+            with self._lock:
+                self.calls += 1
+                return fn()
+
+        def retryable(e: BaseException) -> bool:
+            if throttle_fails and http.status_of(e) == 429:
+                return False
+            return http.is_retryable(e)
+
+        try:
+            return http.call(attempt, self.policy, what, retryable=retryable)
+        except (requests.HTTPError, http.HTTPStatusError) as e:
+            status = http.status_of(e)
+            if status in (401, 403):
+                raise creds_mod.rejected(self.creds, status, self.endpoint) from None
+            raise
+
+    def list_files(self, page_size: int = 20) -> list[tuple[str, int]]:
+        """First page of the dataset's files: checks that the dataset exists and the credentials work."""
+        from kagglesdk.datasets.types.dataset_api_service import ApiListDatasetFilesRequest
+
+        req = ApiListDatasetFilesRequest()
+        req.owner_slug, req.dataset_slug, req.page_size = self.owner, self.slug, page_size
+        if self.version:
+            req.dataset_version_number = int(self.version)
+        api = self.client.datasets.dataset_api_client
+        try:
+            resp = self._call(
+                lambda: api.list_dataset_files(req), f"list the files of {self.label}"
+            )
+        except (requests.HTTPError, http.HTTPStatusError) as e:
+            if http.status_of(e) == 404:
+                raise KaggleFetchError(
+                    f"data.kaggle.dataset: {self.label} not found at {self.endpoint}"
+                ) from None
+            raise
+        if resp.error_message:
+            log.warning("Kaggle says about %s: %s", self.label, http.redact(resp.error_message))
+        return [(f.name, int(f.total_bytes or 0)) for f in resp.dataset_files]
+
+    def download_url(self, file_name: str | None = None, *, throttle_fails: bool = False) -> str:
+        """The URL ``DownloadDataset`` redirects to: the whole archive, or one file."""
+        from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
+
+        req = ApiDownloadDatasetRequest()
+        req.owner_slug, req.dataset_slug = self.owner, self.slug
+        if self.version:
+            req.dataset_version_number = int(self.version)
+        if file_name:
+            req.file_name = file_name
+        what = f"download link of {self.label}" + (f"/{file_name}" if file_name else "")
+        return self._call(lambda: self._redirect_target(req), what, throttle_fails=throttle_fails)
+
+    def _redirect_target(self, request: Any) -> str:
+        # The SDK's public ``download_dataset`` follows the redirect and starts streaming the
+        # whole archive; we only want the Location, so we send the request the SDK prepares
+        # (same URL, body and auth) without following redirects.
+        hc = self.client.http_client()
+        if not hasattr(hc, "_prepare_request"):  # another SDK version: follow, keep the URL, close
+            resp = self.client.datasets.dataset_api_client.download_dataset(request)
+            with resp:
+                return resp.url
+        hc._init_session()
+        prepared = hc._prepare_request(SERVICE, "DownloadDataset", request)
+        # Proxies and CA settings from the environment, as the SDK's own ``call`` applies them.
+        settings = hc._session.merge_environment_settings(prepared.url, {}, True, None, None)
+        settings["stream"] = True
+        resp = hc._session.send(
+            prepared, allow_redirects=False, timeout=self.policy.timeouts, **settings
+        )
+        with resp:
+            if resp.is_redirect or resp.status_code in (301, 302, 303, 307, 308):
+                loc = resp.headers.get("Location")
+                if not loc:
+                    raise KaggleFetchError(
+                        f"{self.endpoint}: DownloadDataset redirect without a Location"
+                    )
+                return urljoin(prepared.url, loc)
+            http.raise_for_status(resp, prepared.url)
+            if "json" in resp.headers.get("Content-Type", ""):
+                url = (resp.json() or {}).get("url")
+                if url:
+                    return urljoin(prepared.url, url)
+            raise KaggleFetchError(
+                f"{self.endpoint}: DownloadDataset answered {resp.status_code} without a redirect to the file"
+            )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """One fetch at a time per cache (two would delete each other's temporary files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another fetch that uses %s", path.parent)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _goog_md5(headers: Any) -> str | None:
+    """The base64 MD5 from Google Cloud Storage's ``x-goog-hash`` header, if any."""
+    for part in (headers.get("x-goog-hash") or "").split(","):
+        k, _, v = part.strip().partition("=")
+        if k == "md5" and v:
+            return v
+    return None
+
+
+def _check_png(path: Path) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(0, size - len(PNG_IEND)))
+        tail = fh.read()
+    if head != PNG_SIGNATURE or tail != PNG_IEND:
+        raise http.TransferError(
+            f"{path.name}: not a complete PNG (signature or IEND chunk missing)"
+        )
+
+
+class _Provenance:
+    """Where each cached file came from (so a rerun's manifest can say), one JSON line per file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self.known: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.known[rec["path"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a kill
+
+    def add(self, rec: dict[str, Any]) -> None:
+        with self._lock:
+            self.known[rec["path"]] = rec
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+
+# -- the fetch -------------------------------------------------------------------------------------
+class _Fetcher:
+    def __init__(self, api: KaggleApi, cache_root: Path, policy: http.RetryPolicy, workers: int):
+        self.api, self.policy, self.workers = api, policy, workers
+        self.cache_root = cache_root
+        self.files_dir = cache_root / "files"
+        self.zip: RemoteZip | None = None
+        self._by_name: dict[str, ZipEntry] = {}
+        self._by_base: dict[str, ZipEntry] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.provenance = _Provenance(cache_root / "provenance.jsonl")
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.file_bytes = 0
+        self.file_requests = 0
+        self.throttled = False
+        self.modes: set[str] = set()
+
+    def cache_path(self, rel: str) -> Path:
+        return self.files_dir / rel
+
+    # rows ----------------------------------------------------------------------------------------
+    def _record(
+        self,
+        rel: str,
+        *,
+        source: str,
+        member: str | None,
+        size: int | None,
+        crc: int | None,
+        transferred: bool,
+    ) -> None:
+        row = {
+            "path": rel,
+            "source": source,
+            "member": member,
+            "size": size,
+            "crc32": f"{crc:08x}" if crc is not None else None,
+            "transferred": transferred,
+        }
+        with self._lock:
+            self.rows[rel] = row
+        if transferred:
+            self.provenance.add(
+                {
+                    "path": rel,
+                    "source": source,
+                    "member": member,
+                    "size": size,
+                    "crc32": row["crc32"],
+                }
+            )
+
+    def _record_cached(self, rel: str, entry: ZipEntry | None = None) -> None:
+        if entry is not None and self.zip is not None:
+            self._record(
+                rel,
+                source=self.zip.public_url,
+                member=entry.name,
+                size=entry.size,
+                crc=entry.crc32,
+                transferred=False,
+            )
+            return
+        prov = self.provenance.known.get(rel, {})
+        self._record(
+            rel,
+            source=prov.get("source") or f"kaggle:{self.api.label}/{rel}",
+            member=prov.get("member"),
+            size=None,
+            crc=None,
+            transferred=False,
+        )
+
+    # the archive ---------------------------------------------------------------------------------
+    def remote_zip(self) -> RemoteZip:
+        if self.zip is None:
+            z = RemoteZip(
+                lambda refresh: self.api.download_url(None),
+                policy=self.policy,
+                cache_dir=self.cache_root / "zip",
+                workers=self.workers,
+            )
+            entries = z.read_directory()
+            self._by_name = {e.name: e for e in entries if not e.is_dir}
+            bases: dict[str, list[ZipEntry]] = {}
+            for e in self._by_name.values():
+                bases.setdefault(posixpath.basename(e.name), []).append(e)
+            self._by_base = {b: min(es, key=lambda x: len(x.name)) for b, es in bases.items()}
+            self.zip = z
+        return self.zip
+
+    def entry_for(self, rel: str) -> ZipEntry | None:
+        return self._by_name.get(rel) or self._by_base.get(posixpath.basename(rel))
+
+    def from_zip(
+        self, rels: list[str], *, optional: frozenset[str] = frozenset(), bar: Any = None
+    ) -> None:
+        """Bring ``rels`` into the cache from the archive (verifying what is cached already)."""
+        z = self.remote_zip()
+        self.modes.add("zip")
+        todo: dict[str, ZipEntry] = {}
+        absent = []
+        for rel in rels:
+            e = self.entry_for(rel)
+            if e is None:
+                absent.append(rel)
+                continue
+            if z.verify(self.cache_path(rel), e):
+                self._record_cached(rel, e)
+                if bar is not None:
+                    bar.update(1)
+            else:
+                todo[e.name] = e
+        required = [r for r in absent if r not in optional]
+        for r in absent:
+            if r in optional:
+                log.warning("%s: no %s in the archive; going on without it", self.api.label, r)
+        if required:
+            raise KaggleFetchError(
+                f"{len(required)} needed file(s) are not in the archive of {self.api.label} "
+                f"(e.g. {', '.join(required[:3])})"
+            )
+        rel_of = {self.entry_for(r).name: r for r in rels if r not in absent}
+
+        def done(e: ZipEntry, nbytes: int) -> None:
+            rel = rel_of[e.name]
+            self._record(
+                rel, source=z.public_url, member=e.name, size=e.size, crc=e.crc32, transferred=True
+            )
+            if bar is not None:
+                bar.update(1)
+
+        if todo:
+            log.info("fetching %d member(s) of %s by range", len(todo), z.public_url)
+            z.fetch(todo.values(), lambda e: self.cache_path(rel_of[e.name]), on_done=done)
+
+    # single files --------------------------------------------------------------------------------
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = http.new_session(self.workers)
+        return s
+
+    def fetch_file(self, rel: str) -> None:
+        """One file through its own download link; :class:`_FileMissing` / :class:`_Throttled` to fall back."""
+        dest = self.cache_path(rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        expect = self.entry_for(rel) if self.zip is not None else None
+
+        def attempt() -> tuple[str, int, int]:
+            if self.throttled:
+                raise _Throttled()
+            try:
+                url = self.api.download_url(rel, throttle_fails=True)
+            except (requests.HTTPError, http.HTTPStatusError) as e:
+                if http.status_of(e) == 404:
+                    raise _FileMissing(rel) from None
+                if http.status_of(e) == 429:
+                    raise _Throttled() from None
+                raise
+            resp = self._session().get(url, stream=True, timeout=self.policy.timeouts)
+            with self._lock:
+                self.file_requests += 1
+            tmp = temp_name(dest)
+            n = 0
+            try:
+                with resp:
+                    try:
+                        http.raise_for_status(resp, url)
+                    except http.HTTPStatusError as e:
+                        if e.status == 404:
+                            raise _FileMissing(rel) from None
+                        if e.status == 429:
+                            raise _Throttled() from None
+                        raise
+                    md5 = hashlib.md5()
+                    try:
+                        with open(tmp, "wb") as fh:
+                            for chunk in http.iter_body(resp):
+                                fh.write(chunk)
+                                md5.update(chunk)
+                                n += len(chunk)
+                    finally:
+                        with self._lock:
+                            self.file_bytes += n
+                    length = resp.headers.get("Content-Length")
+                    if length is not None and int(length) != n:
+                        raise http.TransferError(f"{rel}: got {n} of {length} bytes")
+                    want_md5 = _goog_md5(resp.headers)
+                    if want_md5 and base64.b64encode(md5.digest()).decode() != want_md5:
+                        raise http.TransferError(
+                            f"{rel}: MD5 differs from the server's x-goog-hash"
+                        )
+                self._unwrap(tmp, rel)
+                size, crc = file_crc32(tmp)
+                if expect is not None and (size != expect.size or crc != expect.crc32):
+                    raise http.TransferError(f"{rel}: size/CRC differ from the archive directory")
+                if rel.endswith(".png"):
+                    _check_png(tmp)
+                os.replace(tmp, dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return url, size, crc
+
+        def retryable(e: BaseException) -> bool:
+            return http.is_retryable(e) and http.status_of(e) != 429
+
+        url, size, crc = http.call(attempt, self.policy, f"download {rel}", retryable=retryable)
+        self.modes.add("files")
+        self._record(
+            rel, source=http.public_url(url), member=None, size=size, crc=crc, transferred=True
+        )
+
+    @staticmethod
+    def _unwrap(tmp: Path, rel: str) -> None:
+        """Kaggle serves some single files zipped (``<name>.zip``): keep the file itself."""
+        if rel.endswith(".zip"):
+            return
+        with open(tmp, "rb") as fh:
+            if fh.read(4) != LOCAL_SIG:
+                return
+        base = posixpath.basename(rel)
+        try:
+            with zipfile.ZipFile(tmp) as zf:
+                infos = [i for i in zf.infolist() if not i.is_dir()]
+                info = next((i for i in infos if posixpath.basename(i.filename) == base), None)
+                if info is None and len(infos) == 1:
+                    info = infos[0]
+                if info is None:
+                    raise http.TransferError(f"{rel}: the download is a zip without {base}")
+                out = tmp.with_name(tmp.name + ".x")
+                try:
+                    with zf.open(info) as src, open(out, "wb") as dst:  # zipfile checks the CRC
+                        while b := src.read(1 << 20):
+                            dst.write(b)
+                    os.replace(out, tmp)
+                finally:
+                    out.unlink(missing_ok=True)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise http.TransferError(f"{rel}: bad zipped download ({e})") from e
+
+    def files_with_fallback(
+        self, rels: list[str], *, optional: frozenset[str] = frozenset(), bar: Any = None
+    ) -> None:
+        """Per-file downloads; what answers 404 or is throttled comes from the archive."""
+        fallback: list[str] = []
+
+        def one(rel: str) -> str | None:
+            try:
+                self.fetch_file(rel)
+            except _FileMissing:
+                log.info("%s: no single-file download (404); taking it from the archive", rel)
+                return rel
+            except _Throttled:
+                if not self.throttled:
+                    log.warning(
+                        "Kaggle throttles single-file downloads (429); switching to the archive"
+                    )
+                self.throttled = True
+                return rel
+            except (http.RetriesExhausted, http.TransferError, http.HTTPStatusError) as e:
+                log.warning(
+                    "%s: single-file download failed (%s); taking it from the archive",
+                    rel,
+                    http.redact(e),
+                )
+                return rel
+            if bar is not None:
+                bar.update(1)
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(rels) or 1))) as pool:
+            futures = [pool.submit(one, r) for r in rels]
+            for f in as_completed(futures):
+                r = f.result()
+                if r is not None:
+                    fallback.append(r)
+        if fallback:
+            self.from_zip(sorted(fallback), optional=optional, bar=bar)
+
+
+def fetch(
+    raw_dir: Path,
+    *,
+    select: Callable[[Path], list[str]],
+    cache_dir: Path,
+    dataset: str = DEFAULT_DATASET,
+    endpoint: str | None = None,
+    version: int | None = None,
+    method: str = "auto",
+    workers: int = 4,
+    files_max: int = 50,
+    max_retries: int = 8,
+    max_backoff: float = 60.0,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Fill ``raw_dir`` with the NIH metadata and the images ``select(raw_dir)`` names.
+
+    Parameters (``data.kaggle.<name>``): ``dataset`` ``<owner>/<slug>``; ``endpoint`` API base URL
+    override (``null``: Kaggle's); ``version`` dataset version (``null``: latest); ``method``
+    ``auto`` | ``zip`` | ``files``; ``workers`` concurrent transfers; ``files_max`` largest number of
+    images ``auto`` fetches one by one; ``max_retries``, ``max_backoff`` (s), ``timeout`` (s, per read).
+    ``cache_dir`` (given by the pipeline) keeps verified downloads between runs.
+    """
+    t0 = time.monotonic()
+    if method not in METHODS:
+        raise KaggleFetchError(f"data.kaggle.method: {method!r} is not one of {', '.join(METHODS)}")
+    if int(workers) < 1:
+        raise KaggleFetchError(f"data.kaggle.workers must be >= 1, got {workers}")
+    if version is not None and int(version) < 1:
+        raise KaggleFetchError(
+            f"data.kaggle.version must be a positive integer or null, got {version}"
+        )
+    raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
+    policy = http.RetryPolicy(
+        max_retries=int(max_retries), max_backoff=float(max_backoff), timeout=float(timeout)
+    )
+    creds = creds_mod.find()  # before any request: a missing token stops here
+    api = KaggleApi(dataset, creds=creds, policy=policy, endpoint=endpoint, version=version)
+    log.info("kaggle: %s at %s with the %s", api.label, api.endpoint, creds.describe())
+    cache_root = cache_dir / api.owner / api.slug / (f"v{int(version)}" if version else "latest")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+
+    with _cache_lock(cache_root / ".lock"):
+        stale = remove_stale_parts(cache_root)
+        if stale:
+            log.info("removed %d temporary file(s) left by an interrupted fetch", stale)
+        api.list_files()
+        f = _Fetcher(api, cache_root, policy, int(workers))
+
+        # 1. Metadata first: the selection is decided from it.
+        meta = list(nih.METADATA_FILES)
+        optional = frozenset(meta) - {nih.DATA_ENTRY}
+        if method == "zip":
+            f.from_zip(meta, optional=optional)
+        else:
+            cached = [r for r in meta if f.cache_path(r).is_file()]
+            for r in cached:
+                f._record_cached(r)
+            f.files_with_fallback([r for r in meta if r not in cached], optional=optional)
+        linker = Linker("auto")
+        for r in meta:
+            if r in f.rows:
+                linker.place(f.cache_path(r), raw_dir / r)
+
+        # 2. The selection.
+        names = check_selection(select(raw_dir))
+        rels = [nih.image_relpath(n) for n in names]
+        missing = [r for r in rels if not f.cache_path(r).is_file()]
+        per_file = method == "files" or (method == "auto" and len(missing) <= int(files_max))
+        log.info(
+            "kaggle: %d image(s) selected, %d not in the cache; fetching %s",
+            len(rels),
+            len(missing),
+            "one by one" if per_file and missing else "by range from the archive",
+        )
+
+        # 3. Images.
+        bar = progress(total=len(rels), desc="kaggle", unit="img")
+        try:
+            if per_file:
+                if f.zip is not None:  # the directory is at hand: verify the cache against it
+                    f.from_zip([r for r in rels if r not in missing], bar=bar)
+                else:
+                    for r in rels:
+                        if r not in missing:
+                            f._record_cached(r)
+                            bar.update(1)
+                f.files_with_fallback(missing, bar=bar)
+            else:
+                f.from_zip(rels, bar=bar)
+        finally:
+            bar.close()
+
+        # 4. Into raw_dir, and the manifest.
+        for r in rels:
+            linker.place(f.cache_path(r), raw_dir / r)
+        for row in f.rows.values():
+            if row["crc32"] is None or row["size"] is None:
+                size, crc = file_crc32(raw_dir / row["path"])
+                row["size"], row["crc32"] = size, f"{crc:08x}"
+
+    z = f.zip
+    mode = "+".join(sorted(f.modes)) or "cache"
+    header = {
+        "source": "kaggle",
+        "dataset": f"{api.owner}/{api.slug}",
+        "version": version,
+        "endpoint": api.endpoint,
+        "method": mode,
+        "archive": (
+            {"url": z.public_url, "size": z.location.archive_size, "entries": len(z.entries)}
+            if z is not None and z.location is not None
+            else None
+        ),
+        "n_images": len(rels),
+    }
+    rows = [f.rows[r] for r in meta + rels if r in f.rows]
+    manifest = write_manifest(raw_dir, header, rows)
+    transferred = [r for r in rows if r["transferred"]]
+    summary = {
+        **header,
+        "n_transferred": len(transferred),
+        "n_from_cache": len(rows) - len(transferred),
+        "bytes_images": sum(int(r["size"]) for r in rows if r["path"].endswith(".png")),
+        "bytes_transferred": (z.stats.bytes if z else 0) + f.file_bytes,
+        "http_requests": (z.stats.requests if z else 0) + f.file_requests + api.calls,
+        "retries": policy.retries,
+        "seconds": round(time.monotonic() - t0, 3),
+        "manifest": str(manifest),
+    }
+    log.info(
+        "kaggle: %d image(s) in %s: %d transferred, %d from the cache, %.1f MB over the network in %.1f s",
+        len(rels),
+        raw_dir,
+        summary["n_transferred"],
+        summary["n_from_cache"],
+        summary["bytes_transferred"] / 1e6,
+        summary["seconds"],
+    )
+    return summary

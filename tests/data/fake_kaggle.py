@@ -1,0 +1,521 @@
+"""A fake Kaggle on loopback: the API the kagglesdk client speaks, and a download host.
+
+- ``POST /api/v1/datasets.DatasetApiService/{ListDatasetFiles,DownloadDataset}`` with the SDK's
+  JSON bodies, authenticated by ``Authorization: Bearer <token>`` or HTTP basic
+  ``<username>:<key>`` (401 otherwise). ``DownloadDataset`` answers ``302`` to a signed URL on
+  ``/storage/...``: the whole dataset as one zip, or one file (some can answer 404, some come
+  zipped, like Kaggle's).
+- ``GET /storage/...`` serves the zip (or a file) and answers Range requests (206,
+  Content-Range, suffix ranges, 416), with ``x-goog-hash: md5=...`` like Cloud Storage.
+- Counts requests and body bytes per kind (``api``, ``archive``, ``files``) and logs every
+  request's range, so tests can see exactly what was transferred.
+- Injects faults on demand: an error status (429 with ``Retry-After``, 500...), a connection
+  dropped mid-body, a corrupted byte, a body that stalls until the server stops, and a quota
+  of single-file downloads after which every one is throttled.
+
+Only binds to 127.0.0.1. ``tiny_nih`` makes a small NIH-format dataset (real formats, real
+shard boundaries, noise PNGs) to serve.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import secrets
+import socket
+import threading
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from imgae_dx.data import nih
+
+DEFAULT_TOKEN = "KGAT_fake_token_0123456789abcdef"
+DEFAULT_USER, DEFAULT_KEY = "fake-user", "fakekey0123456789abcdef"
+API_PREFIX = "/api/v1/datasets.DatasetApiService/"
+
+
+# -- a tiny NIH-format dataset --------------------------------------------------------------------
+FINDINGS = ["Mass", "Effusion", "Nodule|Atelectasis", "Cardiomegaly", "Infiltration"]
+#: (patient id, number of images): real shard boundaries; patient 1335 spans images_001/002.
+DEFAULT_PATIENTS: tuple[tuple[int, int], ...] = (
+    *((p, 3) for p in range(1, 11)),
+    (1335, 9),  # 00001335_000…006 in images_001, _007…_008 in images_002
+    *((p, 3) for p in range(1336, 1348)),
+    *((p, 3) for p in range(3924, 3934)),
+    *((p, 3) for p in range(6586, 6596)),
+    *((p, 3) for p in range(9233, 9243)),
+)
+
+
+def noise_png(rng: np.random.Generator, size: int) -> bytes:
+    img = Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def tiny_nih(
+    patients: tuple[tuple[int, int], ...] = DEFAULT_PATIENTS,
+    *,
+    image_size: int = 40,
+    seed: int = 0,
+) -> dict[str, bytes]:
+    """Files of a small NIH mirror in the Kaggle layout: metadata + ``images_00N/images/*.png``.
+
+    Every patient's first image is "No Finding"; every third patient is in ``test_list.txt``.
+    """
+    rng = np.random.default_rng(seed)
+    rows, files, test, trainval, boxes = [], {}, [], [], []
+    for i, (pid, n) in enumerate(patients):
+        for fu in range(n):
+            name = nih.image_name(pid, fu)
+            findings = (
+                nih.NO_FINDING
+                if fu == 0 or rng.random() < 0.4
+                else FINDINGS[int(rng.integers(len(FINDINGS)))]
+            )
+            rows.append(
+                {
+                    "image": name,
+                    "findings": findings,
+                    "follow_up": fu,
+                    "patient_id": pid,
+                    "age": int(rng.integers(20, 80)),
+                    "sex": "MF"[int(rng.integers(2))],
+                    "view": "PA" if rng.random() < 0.6 else "AP",
+                    "width": 1024,
+                    "height": 1024,
+                    "spacing_x": 0.143,
+                    "spacing_y": 0.143,
+                }
+            )
+            (test if i % 3 == 0 else trainval).append(name)
+            files[nih.image_relpath(name)] = noise_png(rng, image_size)
+            if findings == "Infiltration" and len(boxes) < 3:
+                boxes.append(
+                    {
+                        "image": name,
+                        "finding": "Infiltration",
+                        "x": 10.0,
+                        "y": 12.5,
+                        "w": 100.0,
+                        "h": 80.0,
+                    }
+                )
+    df = pd.DataFrame(rows)
+    files[nih.DATA_ENTRY] = nih.format_data_entry(df).encode()
+    files[nih.BBOX_LIST] = nih.format_bbox(
+        pd.DataFrame(boxes, columns=["image", "finding", "x", "y", "w", "h"])
+    ).encode()
+    files[nih.TRAIN_VAL_LIST] = "".join(f"{n}\n" for n in trainval).encode()
+    files[nih.TEST_LIST] = "".join(f"{n}\n" for n in test).encode()
+    return files
+
+
+def build_zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """The dataset as Kaggle serves it: one zip, members in sorted order (metadata at the top)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=compression) as zf:
+        for name in sorted(files):
+            zf.writestr(name, files[name])
+    return buf.getvalue()
+
+
+# -- the server -----------------------------------------------------------------------------------
+@dataclass
+class Fault:
+    target: str  # "api" | "archive" | "files"
+    action: str  # "status" | "drop" | "corrupt" | "stall"
+    count: int = 1
+    status: int = 500
+    retry_after: str | None = None
+    after_bytes: int = 0
+    api_method: str | None = None
+    skip: int = 0  # let this many matching requests through first
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    fake: FakeKaggle
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.server.fake._post(self)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.server.fake._get(self, head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.server.fake._get(self, head=True)
+
+
+class FakeKaggle:
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        *,
+        owner: str = "nih-chest-xrays",
+        slug: str = "data",
+        version: int = 3,
+        token: str = DEFAULT_TOKEN,
+        username: str = DEFAULT_USER,
+        key: str = DEFAULT_KEY,
+        compression: int = zipfile.ZIP_DEFLATED,
+        missing_files: tuple[str, ...] = (),
+        zipped_files: tuple[str, ...] = (),
+        per_file_quota: int | None = None,
+        chunk: int = 64 * 1024,
+    ):
+        self.files = dict(files)
+        self.archive = build_zip(self.files, compression)
+        self._archive_md5 = hashlib.md5(self.archive).hexdigest()
+        self.owner, self.slug, self.version = owner, slug, version
+        self.token, self.username, self.key = token, username, key
+        self.missing_files = set(missing_files)
+        self.zipped_files = set(zipped_files)
+        self.per_file_quota = per_file_quota
+        self.chunk = chunk
+        self._lock = threading.Lock()
+        self.faults: list[Fault] = []
+        self.log: list[dict[str, Any]] = []
+        self.bytes: Counter[str] = Counter()
+        self.per_file_calls = 0
+        self.release = threading.Event()
+        self.stalled = threading.Event()
+        self._sig = secrets.token_hex(8)
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle ------------------------------------------------------------------------------
+    def start(self) -> FakeKaggle:
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.fake = self
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeKaggle:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return self._httpd.server_address[1]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def archive_url(self) -> str:
+        return f"{self.endpoint}/storage/{self.owner}/{self.slug}/archive.zip?X-Goog-Signature={self._sig}&X-Goog-Expires=600"
+
+    def file_url(self, path: str) -> str:
+        suffix = ".zip" if path in self.zipped_files else ""
+        return (
+            f"{self.endpoint}/storage/{self.owner}/{self.slug}/files/{quote(path)}{suffix}"
+            f"?X-Goog-Signature={self._sig}&X-Goog-Expires=600"
+        )
+
+    # knobs and counters ---------------------------------------------------------------------
+    def inject(self, target: str, action: str = "status", **kw: Any) -> None:
+        with self._lock:
+            self.faults.append(Fault(target, action, **kw))
+
+    def expire_urls(self) -> None:
+        """Signed URLs handed out so far stop working (403), like expired Cloud Storage links."""
+        self._sig = secrets.token_hex(8)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.log.clear()
+            self.bytes.clear()
+
+    def requests(self, kind: str | None = None, status: int | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                r
+                for r in self.log
+                if (kind is None or r["kind"] == kind) and (status is None or r["status"] == status)
+            ]
+
+    def member_ranges(self) -> list[tuple[int, int]]:
+        """``[start, end)`` of every archive range request that was answered 206."""
+        return [(r["range"][0], r["range"][1]) for r in self.requests("archive", 206)]
+
+    def _take_fault(self, target: str, api_method: str | None = None) -> Fault | None:
+        with self._lock:
+            for f in list(self.faults):
+                if (
+                    f.target != target
+                    or f.count <= 0
+                    or (f.api_method is not None and f.api_method != api_method)
+                ):
+                    continue
+                if f.skip > 0:
+                    f.skip -= 1
+                    continue
+                f.count -= 1
+                if f.count == 0:
+                    self.faults.remove(f)
+                return f
+        return None
+
+    def _log(
+        self,
+        h: _Handler,
+        kind: str,
+        status: int,
+        nbytes: int = 0,
+        rng: tuple[int, int] | None = None,
+        **extra: Any,
+    ) -> None:
+        with self._lock:
+            self.log.append(
+                {
+                    "method": h.command,
+                    "path": urlsplit(h.path).path,
+                    "kind": kind,
+                    "status": status,
+                    "bytes": nbytes,
+                    "range": rng,
+                    "user_agent": h.headers.get("User-Agent", ""),
+                    "authorization": bool(h.headers.get("Authorization")),
+                    **extra,
+                }
+            )
+            self.bytes[kind] += nbytes
+
+    # responses ------------------------------------------------------------------------------
+    @staticmethod
+    def _send(
+        h: _Handler, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if body and h.command != "HEAD":
+            h.wfile.write(body)
+
+    def _json(
+        self, h: _Handler, status: int, obj: dict[str, Any], kind: str = "api", **extra: Any
+    ) -> None:
+        body = json.dumps(obj).encode()
+        self._send(h, status, body, {"Content-Type": "application/json"})
+        self._log(h, kind, status, len(body), **extra)
+
+    def _authorized(self, h: _Handler) -> bool:
+        auth = h.headers.get("Authorization", "")
+        if auth == f"Bearer {self.token}":
+            return True
+        if auth.startswith("Basic "):
+            try:
+                user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return user == self.username and key == self.key
+        return False
+
+    def _post(self, h: _Handler) -> None:
+        n = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(n) if n else b""
+        path = urlsplit(h.path).path
+        if not path.startswith(API_PREFIX):
+            return self._json(h, 404, {"code": 404, "message": "Not found"})
+        method = path[len(API_PREFIX) :]
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return self._json(h, 400, {"code": 400, "message": "bad JSON"}, api=method)
+        if not self._authorized(h):
+            return self._json(h, 401, {"code": 401, "message": "Unauthenticated"}, api=method)
+        fault = self._take_fault("api", method)
+        if fault is not None and fault.action == "status":
+            hdr = {"Content-Type": "application/json"}
+            if fault.retry_after is not None:
+                hdr["Retry-After"] = fault.retry_after
+            payload = json.dumps({"code": fault.status, "message": "injected"}).encode()
+            self._send(h, fault.status, payload, hdr)
+            return self._log(h, "api", fault.status, len(payload), api=method)
+        if (
+            body.get("ownerSlug") != self.owner
+            or body.get("datasetSlug") != self.slug
+            or (body.get("datasetVersionNumber") not in (None, self.version))
+        ):
+            return self._json(h, 404, {"code": 404, "message": "Dataset not found"}, api=method)
+        if method == "ListDatasetFiles":
+            names = sorted(self.files)
+            start = int(body.get("pageToken") or 0)
+            size = int(body.get("pageSize") or 20)
+            page = names[start : start + size]
+            nxt = str(start + size) if start + size < len(names) else ""
+            return self._json(
+                h,
+                200,
+                {
+                    "datasetFiles": [
+                        {
+                            "ref": f"{self.owner}/{self.slug}/{p}",
+                            "name": p,
+                            "totalBytes": len(self.files[p]),
+                            "creationDate": "2018-02-21T20:52:23Z",
+                        }
+                        for p in page
+                    ],
+                    "nextPageToken": nxt,
+                },
+                api=method,
+            )
+        if method == "DownloadDataset":
+            name = body.get("fileName")
+            if name is None:
+                location = self.archive_url()
+            else:
+                with self._lock:
+                    self.per_file_calls += 1
+                    over = (
+                        self.per_file_quota is not None
+                        and self.per_file_calls > self.per_file_quota
+                    )
+                if over:
+                    payload = json.dumps({"code": 429, "message": "Too many requests"}).encode()
+                    self._send(
+                        h, 429, payload, {"Content-Type": "application/json", "Retry-After": "3600"}
+                    )
+                    return self._log(h, "api", 429, len(payload), api=method, file=name)
+                if name not in self.files or name in self.missing_files:
+                    return self._json(
+                        h, 404, {"code": 404, "message": "File not found"}, api=method, file=name
+                    )
+                location = self.file_url(name)
+            self._send(h, 302, b"", {"Location": location})
+            return self._log(h, "api", 302, 0, api=method, file=name)
+        return self._json(h, 404, {"code": 404, "message": f"no method {method}"}, api=method)
+
+    def _get(self, h: _Handler, head: bool) -> None:
+        parts = urlsplit(h.path)
+        prefix = f"/storage/{self.owner}/{self.slug}/"
+        if not parts.path.startswith(prefix):
+            return self._json(h, 404, {"code": 404, "message": "Not found"}, kind="other")
+        rest = unquote(parts.path[len(prefix) :])
+        if rest == "archive.zip":
+            kind, data, ctype = "archive", self.archive, "application/zip"
+        elif rest.startswith("files/"):
+            kind, path = "files", rest[len("files/") :]
+            zipped = path.endswith(".zip") and path[:-4] in self.zipped_files
+            if zipped:
+                path = path[:-4]
+            if path not in self.files:
+                return self._json(h, 404, {"code": 404, "message": "No such object"}, kind="files")
+            data = self.files[path]
+            if zipped:
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+                    zf.writestr(path.rsplit("/", 1)[-1], data)
+                data = buf.getvalue()
+            ctype = "application/octet-stream"
+        else:
+            return self._json(h, 404, {"code": 404, "message": "Not found"}, kind="other")
+        if parse_qs(parts.query).get("X-Goog-Signature") != [self._sig]:
+            return self._json(
+                h, 403, {"code": 403, "message": "SignatureDoesNotMatch / expired"}, kind=kind
+            )
+        fault = self._take_fault(kind)
+        if fault is not None and fault.action == "status":
+            hdr = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            self._send(h, fault.status, b"injected", hdr)
+            return self._log(h, kind, fault.status, 8)
+
+        total = len(data)
+        status, start, end = 200, 0, total
+        rng_header = h.headers.get("Range")
+        if rng_header:
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng_header.strip())
+            if not m or (m.group(1) == "" and m.group(2) == ""):
+                self._send(h, 416, b"", {"Content-Range": f"bytes */{total}"})
+                return self._log(h, kind, 416)
+            if m.group(1) == "":
+                start, end = max(0, total - int(m.group(2))), total
+            else:
+                start = int(m.group(1))
+                end = min(total, int(m.group(2)) + 1) if m.group(2) else total
+            if start >= total or start >= end:
+                self._send(h, 416, b"", {"Content-Range": f"bytes */{total}"})
+                return self._log(h, kind, 416)
+            status = 206
+        body = data[start:end]
+        if fault is not None and fault.action == "corrupt" and body:
+            mid = len(body) // 2
+            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1 :]
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Accept-Ranges", "bytes")
+        etag = self._archive_md5 if kind == "archive" else hashlib.md5(data).hexdigest()
+        h.send_header("ETag", f'"{etag}"')
+        if kind == "files":
+            h.send_header(
+                "x-goog-hash",
+                f"crc32c=AAAAAA==,md5={base64.b64encode(hashlib.md5(data).digest()).decode()}",
+            )
+        if status == 206:
+            h.send_header("Content-Range", f"bytes {start}-{end - 1}/{total}")
+        h.end_headers()
+        if head:
+            return self._log(h, kind, status, 0, (start, end))
+        limit = len(body)
+        if fault is not None and fault.action in ("drop", "stall"):
+            limit = min(limit, fault.after_bytes)
+        sent = 0
+        try:
+            while sent < limit:
+                piece = body[sent : min(limit, sent + self.chunk)]
+                h.wfile.write(piece)
+                sent += len(piece)
+            h.wfile.flush()
+            if fault is not None and fault.action == "stall":
+                self.stalled.set()
+                self.release.wait(timeout=60)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            self._log(h, kind, status, sent, (start, end), fault=fault.action if fault else None)
+        if sent < len(body):
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
