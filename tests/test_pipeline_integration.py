@@ -46,7 +46,9 @@ def _merge(base: dict, over: dict) -> dict:
 def _run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -58,7 +60,11 @@ def _ran(output: str) -> set[str]:
 def workspace(tmp_path_factory):
     ws = tmp_path_factory.mktemp("repo")
     files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for f in files:
         src = REPO / f
@@ -99,13 +105,25 @@ TINY_ARCH = {
 def test_dvc_repro_end_to_end(workspace):
     ws, env = workspace
     out = _run([sys.executable, "-m", "dvc", "repro"], ws, env).stdout
-    expected = {"fetch", "split", "prepare", "report"} | {f"{s}@{m}" for s in ("train", "score") for m in MODELS}
+    expected = {"fetch", "split", "prepare", "report"} | {
+        f"{s}@{m}" for s in ("train", "score") for m in MODELS
+    }
     assert _ran(out) == expected
 
-    for p in ["data/raw/Data_Entry_2017.csv", "data/raw/BBox_List_2017.csv", "data/raw/test_list.txt",
-              "data/split/train.csv", "data/split/val.csv", "data/split/test.csv",
-              "data/prepared/train.npy", "reports/metrics.json", "reports/figures/roc.png",
-              "reports/report.md", "reports/figures/synthetic_samples.png", "dvc.lock"]:
+    for p in [
+        "data/raw/Data_Entry_2017.csv",
+        "data/raw/BBox_List_2017.csv",
+        "data/raw/test_list.txt",
+        "data/split/train.csv",
+        "data/split/val.csv",
+        "data/split/test.csv",
+        "data/prepared/train.npy",
+        "reports/metrics.json",
+        "reports/figures/roc.png",
+        "reports/report.md",
+        "reports/figures/synthetic_samples.png",
+        "dvc.lock",
+    ]:
         assert (ws / p).is_file(), p
     for m in MODELS:
         assert (ws / f"models/{m}.pt").is_file()
@@ -113,7 +131,9 @@ def test_dvc_repro_end_to_end(workspace):
         assert (ws / f"reports/plots/roc/{m}.csv").is_file()
         scores = (ws / f"reports/scores/{m}.csv").read_text().splitlines()
         assert scores[0].startswith("image,patient_id,split,view")
-        assert {"image", "patient_id", "split", "view", "label", "findings", "score"} <= set(scores[0].split(","))
+        assert {"image", "patient_id", "split", "view", "label", "findings", "score"} <= set(
+            scores[0].split(",")
+        )
     metrics = json.loads((ws / "reports/metrics.json").read_text())
     assert set(metrics["models"]) == set(MODELS)
     for m in MODELS:
@@ -147,7 +167,9 @@ def test_changing_one_architecture_reruns_only_its_branch(workspace):
     assert _ran(dry) == {"train@ae", "score@ae", "report"}, dry
     (ws / "params.yaml").write_text(original)
 
-    exp = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "arch.vae.latent_dim=8"], ws, env).stdout
+    exp = _run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "arch.vae.latent_dim=8"], ws, env
+    ).stdout
     assert _ran(exp) == {"train@vae", "score@vae", "report"}, exp
     show = json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], ws, env).stdout)
     text = json.dumps(show)

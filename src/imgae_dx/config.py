@@ -29,22 +29,23 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "weight_decay": 0.0,
     "patience": 5,
+    "min_delta": 0.0,
     "grad_clip": 1.0,
     "scheduler": "cosine",
+    "warmup_epochs": 0.0,
+    "milestones": [],
+    "lr_gamma": 0.1,
+    "min_lr_ratio": 0.0,
+    "val_batch_size": None,
     "device": "auto",
     "amp": True,
-    "resume": False,
+    "resume": True,
     "num_threads": None,
 }
-TRAIN_OVERRIDE_KEYS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "patience",
-    "grad_clip",
-    "scheduler",
-)
+#: Machine/run settings that stay global; every other ``train`` key may be overridden per
+#: architecture inside its ``arch.<name>`` block.
+_GLOBAL_TRAIN_KEYS = ("device", "amp", "resume", "num_threads")
+TRAIN_OVERRIDE_KEYS = tuple(k for k in TRAIN_DEFAULTS if k not in _GLOBAL_TRAIN_KEYS)
 
 
 class ConfigError(ValueError):
@@ -190,11 +191,11 @@ def validate(params: Mapping[str, Any], where: str = PARAMS_FILE) -> None:
 def model_args(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
     """Constructor kwargs of ``arch``: its ``arch.<name>`` block minus training overrides, plus
     ``image_size`` from ``data.image_size`` when the constructor takes it."""
-    from imgae_dx.models import model_kwargs_schema
+    from imgae_dx.models.registry import model_takes_image_size
 
     block = dict((params.get("arch") or {}).get(arch) or {})
     kwargs = {k: v for k, v in block.items() if k not in TRAIN_OVERRIDE_KEYS}
-    if "image_size" in model_kwargs_schema(arch):
+    if model_takes_image_size(arch):
         kwargs["image_size"] = params["data"]["image_size"]
     return kwargs
 

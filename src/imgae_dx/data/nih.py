@@ -80,7 +80,9 @@ SHARD_LAST: dict[str, str] = {
 }
 _SHARD_BOUNDS = [SHARD_LAST[s] for s in SHARDS]
 #: Number of images per Kaggle shard in the real dataset (112,120 in all).
-SHARD_SIZES: dict[str, int] = {s: (4999 if s == "images_001" else 7121 if s == "images_012" else 10000) for s in SHARDS}
+SHARD_SIZES: dict[str, int] = {
+    s: (4999 if s == "images_001" else 7121 if s == "images_012" else 10000) for s in SHARDS
+}
 N_PATIENTS = 30805
 
 IMAGE_RE = re.compile(r"^(\d{8})_(\d{3})\.png$")
@@ -125,7 +127,9 @@ def normalize_shards(shards: str | Iterable[str]) -> list[str]:
     for s in shards:
         name = f"images_{int(s):03d}" if isinstance(s, int) or str(s).isdigit() else str(s)
         if name not in SHARD_LAST:
-            raise ValueError(f"data.shards: unknown shard {s!r} (valid: images_001 … images_012, or 'all')")
+            raise ValueError(
+                f"data.shards: unknown shard {s!r} (valid: images_001 … images_012, or 'all')"
+            )
         out.append(name)
     return sorted(set(out))
 
@@ -174,10 +178,14 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
             continue
         row = _strip_trailing_empty(row, 11)
         if len(row) != 11:
-            raise MetadataError(f"{path}: line {lineno}: expected 11 fields, got {len(row)}: {row!r}")
+            raise MetadataError(
+                f"{path}: line {lineno}: expected 11 fields, got {len(row)}: {row!r}"
+            )
         name, labels, fu, pid, age, sex, view, w, h, sx, sy = (c.strip() for c in row)
 
-        def bad(field: str, value: str, why: str) -> MetadataError:
+        def bad(
+            field: str, value: str, why: str, lineno: int = lineno, name: str = name
+        ) -> MetadataError:
             return MetadataError(f"{path}: line {lineno} ({name}): {field} {value!r}: {why}")
 
         try:
@@ -188,7 +196,11 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
         if labels != NO_FINDING:
             unknown = [f for f in findings if f not in vocab]
             if unknown or not findings:
-                raise bad("Finding Labels", labels, f"unknown label(s) {unknown} (valid: {', '.join(LABELS)}, {NO_FINDING})")
+                raise bad(
+                    "Finding Labels",
+                    labels,
+                    f"unknown label(s) {unknown} (valid: {', '.join(LABELS)}, {NO_FINDING})",
+                )
         try:
             fu_i, pid_i = int(fu), int(pid)
         except ValueError as e:
@@ -214,7 +226,19 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
         recs.append((name, labels, fu_i, pid_i, age_i, sex, view, wi, hi, sxf, syf))
     df = pd.DataFrame.from_records(
         recs,
-        columns=["image", "findings", "follow_up", "patient_id", "age", "sex", "view", "width", "height", "spacing_x", "spacing_y"],
+        columns=[
+            "image",
+            "findings",
+            "follow_up",
+            "patient_id",
+            "age",
+            "sex",
+            "view",
+            "width",
+            "height",
+            "spacing_x",
+            "spacing_y",
+        ],
     )
     dup = df["image"][df["image"].duplicated()]
     if len(dup):
@@ -228,11 +252,21 @@ def format_data_entry(df: pd.DataFrame) -> str:
     buf.write(DATA_ENTRY_HEADER + "\n")
     w = csv.writer(buf, lineterminator="\n")
     for r in df.itertuples(index=False):
-        w.writerow([
-            r.image, r.findings, int(r.follow_up), int(r.patient_id), int(r.age), r.sex, r.view,
-            int(r.width), int(r.height), f"{float(r.spacing_x):.3f}".rstrip("0").rstrip("."),
-            f"{float(r.spacing_y):.3f}".rstrip("0").rstrip("."),
-        ])
+        w.writerow(
+            [
+                r.image,
+                r.findings,
+                int(r.follow_up),
+                int(r.patient_id),
+                int(r.age),
+                r.sex,
+                r.view,
+                int(r.width),
+                int(r.height),
+                f"{float(r.spacing_x):.3f}".rstrip("0").rstrip("."),
+                f"{float(r.spacing_y):.3f}".rstrip("0").rstrip("."),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -254,28 +288,40 @@ def read_bbox(path: str | os.PathLike) -> pd.DataFrame:
         raise MetadataError(f"{path}: empty file")
     header = _strip_trailing_empty([h.strip() for h in rows[0]], 0)
     if header[:6] != ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]:
-        raise MetadataError(f"{path}: line 1: unexpected header {','.join(rows[0])!r}; expected {BBOX_HEADER!r}")
+        raise MetadataError(
+            f"{path}: line 1: unexpected header {','.join(rows[0])!r}; expected {BBOX_HEADER!r}"
+        )
     recs = []
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
         row = _strip_trailing_empty(row, 6)
         if len(row) != 6:
-            raise MetadataError(f"{path}: line {lineno}: expected 6 fields (plus empty ones), got {row!r}")
+            raise MetadataError(
+                f"{path}: line {lineno}: expected 6 fields (plus empty ones), got {row!r}"
+            )
         name, label = row[0].strip(), row[1].strip()
         try:
             parse_image_name(name)
         except ValueError as e:
-            raise MetadataError(f"{path}: line {lineno}: Image Index {name!r}: not an NIH image name") from e
+            raise MetadataError(
+                f"{path}: line {lineno}: Image Index {name!r}: not an NIH image name"
+            ) from e
         label = BBOX_TO_ENTRY_LABEL.get(label, label)
         if label not in LABELS:
-            raise MetadataError(f"{path}: line {lineno} ({name}): Finding Label {row[1]!r}: unknown label")
+            raise MetadataError(
+                f"{path}: line {lineno} ({name}): Finding Label {row[1]!r}: unknown label"
+            )
         try:
             x, y, w, h = (float(c) for c in row[2:6])
         except ValueError as e:
-            raise MetadataError(f"{path}: line {lineno} ({name}): Bbox {row[2:6]!r}: not numeric") from e
+            raise MetadataError(
+                f"{path}: line {lineno} ({name}): Bbox {row[2:6]!r}: not numeric"
+            ) from e
         if w <= 0 or h <= 0:
-            raise MetadataError(f"{path}: line {lineno} ({name}): Bbox w/h must be positive, got {w}, {h}")
+            raise MetadataError(
+                f"{path}: line {lineno} ({name}): Bbox w/h must be positive, got {w}, {h}"
+            )
         recs.append((name, label, x, y, w, h))
     return pd.DataFrame.from_records(recs, columns=["image", "finding", "x", "y", "w", "h"])
 
@@ -285,7 +331,9 @@ def format_bbox(df: pd.DataFrame) -> str:
     buf.write(BBOX_HEADER + "\n")
     for r in df.itertuples(index=False):
         label = ENTRY_TO_BBOX_LABEL.get(r.finding, r.finding)
-        buf.write(f"{r.image},{label},{float(r.x)!r},{float(r.y)!r},{float(r.w)!r},{float(r.h)!r},,,\n")
+        buf.write(
+            f"{r.image},{label},{float(r.x)!r},{float(r.y)!r},{float(r.w)!r},{float(r.h)!r},,,\n"
+        )
     return buf.getvalue()
 
 

@@ -19,7 +19,17 @@ import pandas as pd
 
 from imgae_dx.data import nih
 
-MANIFEST_COLUMNS = ["image", "patient_id", "follow_up", "age", "sex", "view", "findings", "label", "shard"]
+MANIFEST_COLUMNS = [
+    "image",
+    "patient_id",
+    "follow_up",
+    "age",
+    "sex",
+    "view",
+    "findings",
+    "label",
+    "shard",
+]
 SPLITS = ("train", "val", "test")
 
 
@@ -140,7 +150,9 @@ def check_split(splits: dict[str, pd.DataFrame]) -> None:
         for pid in part["patient_id"].unique():
             other = seen.get(int(pid))
             if other is not None and other != name:
-                raise SplitError(f"patient {int(pid)} appears in both {other!r} and {name!r}: patient leakage")
+                raise SplitError(
+                    f"patient {int(pid)} appears in both {other!r} and {name!r}: patient leakage"
+                )
             seen[int(pid)] = name
         if name in ("train", "val"):
             bad = part[part["findings"] != nih.NO_FINDING]
@@ -172,15 +184,19 @@ def summarize(splits: dict[str, pd.DataFrame], source: str) -> dict:
             k: {v: int((part["view"] == v).sum()) for v in nih.VIEWS} for k, part in splits.items()
         },
         "test_by_view_label": {
-            v: {"normal": int(((test["view"] == v) & (test["label"] == 0)).sum()),
-                "abnormal": int(((test["view"] == v) & (test["label"] == 1)).sum())}
+            v: {
+                "normal": int(((test["view"] == v) & (test["label"] == 0)).sum()),
+                "abnormal": int(((test["view"] == v) & (test["label"] == 1)).sum()),
+            }
             for v in nih.VIEWS
         },
         "by_finding": dict(sorted(by_finding.items())),
     }
 
 
-def load_metadata(raw_dir: str | Path) -> tuple[pd.DataFrame, list[str] | None, list[str] | None, pd.DataFrame]:
+def load_metadata(
+    raw_dir: str | Path,
+) -> tuple[pd.DataFrame, list[str] | None, list[str] | None, pd.DataFrame]:
     """Read the NIH metadata files of a mirror: entries, train_val list, test list, boxes.
 
     The two lists and the box file are optional (``None`` / empty frame when absent).
@@ -192,5 +208,9 @@ def load_metadata(raw_dir: str | Path) -> tuple[pd.DataFrame, list[str] | None, 
     train_val = nih.read_image_list(tv) if tv.exists() else None
     test = nih.read_image_list(te) if te.exists() else None
     bb = raw_dir / nih.BBOX_LIST
-    boxes = nih.read_bbox(bb) if bb.exists() else pd.DataFrame(columns=["image", "finding", "x", "y", "w", "h"])
+    boxes = (
+        nih.read_bbox(bb)
+        if bb.exists()
+        else pd.DataFrame(columns=["image", "finding", "x", "y", "w", "h"])
+    )
     return entries, train_val, test, boxes

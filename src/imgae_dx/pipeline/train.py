@@ -35,8 +35,6 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
     margs = config.model_args(params, arch)
     targs = config.train_args(params, arch)
     seed = int(params["seed"])
-    if targs.get("num_threads"):
-        torch.set_num_threads(int(targs["num_threads"]))
     train_x = np.load(PREPARED / "train.npy", mmap_mode="r")
     val_x = np.load(PREPARED / "val.npy", mmap_mode="r")
 
@@ -83,19 +81,12 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
             model,
             train_x,
             val_x,
-            epochs=int(targs["epochs"]),
-            batch_size=int(targs["batch_size"]),
-            lr=float(targs["lr"]),
-            weight_decay=float(targs["weight_decay"]),
-            patience=targs["patience"],
-            grad_clip=targs["grad_clip"],
-            scheduler=targs["scheduler"],
-            device=targs["device"],
-            amp=bool(targs["amp"]),
             seed=seed,
             checkpoint_path=resume_path,
-            resume=resume,
             on_epoch=on_epoch,
+            desc=stage,
+            **{k: v for k, v in targs.items() if k != "resume"},
+            resume=resume,
         )
         ckpt = {
             "arch": arch,
