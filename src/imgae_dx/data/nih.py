@@ -246,6 +246,11 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def _num(value: float) -> str:
+    """Shortest text that reads back as the same float (``0.143``, ``0.194311``)."""
+    return repr(float(value))
+
+
 def format_data_entry(df: pd.DataFrame) -> str:
     """Render the tidy frame of :func:`read_data_entry` in the exact real format."""
     buf = io.StringIO()
@@ -263,8 +268,8 @@ def format_data_entry(df: pd.DataFrame) -> str:
                 r.view,
                 int(r.width),
                 int(r.height),
-                f"{float(r.spacing_x):.3f}".rstrip("0").rstrip("."),
-                f"{float(r.spacing_y):.3f}".rstrip("0").rstrip("."),
+                _num(r.spacing_x),
+                _num(r.spacing_y),
             ]
         )
     return buf.getvalue()
