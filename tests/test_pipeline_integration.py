@@ -95,8 +95,16 @@ def workspace(tmp_path_factory):
 
 # Architecture sizes small enough for a 32² smoke run of the whole DAG.
 TINY_ARCH = {
-    "unet": {"depth": 2, "base_channels": 8},
-    "ra": {"channels": [8, 16, 16], "latent_dim": 16},
+    "ae": {"epochs": 2, "max_train_batches_per_epoch": 4},
+    "vae": {"epochs": 2, "max_train_batches_per_epoch": 4},
+    "unet": {"depth": 2, "base_channels": 8, "epochs": 2, "max_train_batches_per_epoch": 4},
+    "ra": {
+        "channels": [8, 16, 16],
+        "latent_dim": 16,
+        "epochs": 2,
+        "batch_size": 16,
+        "max_train_batches_per_epoch": 4,
+    },
 }
 
 

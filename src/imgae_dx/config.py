@@ -37,6 +37,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr_gamma": 0.1,
     "min_lr_ratio": 0.0,
     "val_batch_size": None,
+    "max_train_batches_per_epoch": None,
     "device": "auto",
     "amp": True,
     "resume": True,

@@ -1,0 +1,135 @@
+"""Device selection and mixed-precision helpers.
+
+``resolve_device("auto")`` picks CUDA, then Apple MPS, then CPU. On CUDA the training loop runs
+under bf16 autocast (same exponent range as float32, so no GradScaler is needed) with
+channels-last tensors, which lets cuDNN pick tensor-core kernels for the 2-D convolutions.
+Everywhere else autocast is a no-op: CPU bf16 autocast is slower than float32 for these small
+convolutional nets and changes the numbers, and CPU runs must stay bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+__all__ = [
+    "autocast_context",
+    "autocast_factory",
+    "describe_device",
+    "resolve_device",
+    "to_channels_last",
+    "uses_channels_last",
+]
+
+_SPEC = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
+
+M = TypeVar("M", nn.Module, torch.Tensor)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn a params value (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``) into a device.
+
+    ``auto`` prefers CUDA, then MPS, then CPU. An explicit device that is not available raises
+    ``ValueError`` (rather than silently falling back to a 100x slower CPU run).
+    """
+    text = str(spec).strip().lower()
+    match = _SPEC.match(text)
+    if match is None:
+        raise ValueError(
+            f"train.device: unknown device {spec!r} (valid: auto, cpu, cuda, cuda:<index>, mps)"
+        )
+    kind, index = match.group(1), match.group(2)
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cpu":
+        if index not in (None, "0"):
+            raise ValueError(f"train.device: {spec!r} is not a valid CPU device (use 'cpu')")
+        return torch.device("cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"train.device: {spec!r} requested but CUDA is not available "
+                "(torch.cuda.is_available() is False; use 'auto' or 'cpu')"
+            )
+        n = torch.cuda.device_count()
+        i = int(index) if index is not None else 0
+        if i >= n:
+            raise ValueError(f"train.device: {spec!r} requested but only {n} CUDA device(s) exist")
+        return torch.device("cuda", i) if index is not None else torch.device("cuda")
+    # mps
+    if not _mps_available():
+        raise ValueError(
+            f"train.device: {spec!r} requested but the MPS backend is not available "
+            "(use 'auto' or 'cpu')"
+        )
+    if index not in (None, "0"):
+        raise ValueError(f"train.device: {spec!r} is not a valid MPS device (use 'mps')")
+    return torch.device("mps")
+
+
+def describe_device(device: torch.device) -> str:
+    """Human-readable device name for logs and reports, e.g. ``cuda:0 (NVIDIA H100)``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def autocast_context(device: torch.device, enabled: bool = True) -> AbstractContextManager:
+    """bf16 autocast on CUDA when ``enabled``; a ``nullcontext`` anywhere else.
+
+    Losses should still be reduced in float32 (``x_hat.float()``); the models in
+    :mod:`imgae_dx.models` do so.
+    """
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def autocast_factory(
+    device: torch.device, enabled: bool = True
+) -> Callable[[], AbstractContextManager]:
+    """A zero-argument callable returning a fresh :func:`autocast_context` each call.
+
+    Training steps that run several forward passes (the RA's encoder and decoder updates)
+    enter it more than once, so they receive a factory rather than a context manager.
+    """
+
+    def factory() -> AbstractContextManager:
+        return autocast_context(device, enabled)
+
+    return factory
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    """Channels-last pays off only for cuDNN convolutions."""
+    return device.type == "cuda"
+
+
+def to_channels_last(obj: M, device: torch.device) -> M:
+    """Convert a module (in place) or a 4-D tensor to channels-last memory format on CUDA.
+
+    A no-op on other devices and for tensors that are not 4-D.
+    """
+    if not uses_channels_last(device):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.contiguous(memory_format=torch.channels_last) if obj.dim() == 4 else obj
+    return obj.to(memory_format=torch.channels_last)
