@@ -1,4 +1,4 @@
-"""Small command-line helpers: ``imgae-dx preset-args FILE`` and ``imgae-dx param-counts``.
+"""Small command-line helpers: ``imgae-dx preset-args FILE``, ``param-counts``, ``check-metrics``.
 
 ``preset-args`` turns a params overlay (e.g. ``configs/paper.yaml``) into ``-S key=value``
 arguments for ``dvc exp run``, so a preset runs as an ordinary, comparable experiment:
@@ -51,6 +51,30 @@ def param_counts(image_size: int, params_file: str | None) -> list[tuple[str, in
     return rows
 
 
+def compare_metrics(
+    committed: Mapping[str, Any], current: Mapping[str, Any], tolerance: float
+) -> list[str]:
+    """Headline differences (per-model AUROC/AUPRC, data counts) larger than ``tolerance``."""
+    problems = []
+    for k, v in (committed.get("data") or {}).items():
+        if (current.get("data") or {}).get(k) != v:
+            problems.append(
+                f"data.{k}: committed {v!r}, reproduced {(current.get('data') or {}).get(k)!r}"
+            )
+    for arch, m in (committed.get("models") or {}).items():
+        cur = (current.get("models") or {}).get(arch)
+        if cur is None:
+            problems.append(f"models.{arch}: missing from the reproduced metrics")
+            continue
+        for key in ("auroc", "auprc"):
+            a, b = m.get(key), cur.get(key)
+            if a is None or b is None or abs(float(a) - float(b)) > tolerance:
+                problems.append(
+                    f"models.{arch}.{key}: committed {a}, reproduced {b} (tolerance {tolerance})"
+                )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="imgae-dx", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -61,7 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument(
         "--image-size", type=int, default=None, help="default: data.image_size of --params"
     )
+    d = sub.add_parser("check-metrics", help="compare reproduced metrics with a committed copy")
+    d.add_argument("committed", help="the committed metrics.json (e.g. from `git show HEAD:...`)")
+    d.add_argument("current", nargs="?", default="reports/metrics.json")
+    d.add_argument("--tolerance", type=float, default=0.0, help="allowed |Δ| of AUROC/AUPRC")
     args = ap.parse_args(argv)
+    if args.cmd == "check-metrics":
+        committed = json.loads(Path(args.committed).read_text())
+        current = json.loads(Path(args.current).read_text())
+        problems = compare_metrics(committed, current, args.tolerance)
+        for p in problems:
+            print(f"MISMATCH {p}")
+        if not problems:
+            n = len(committed.get("models") or {})
+            print(
+                f"reproduced metrics match the committed ones ({n} models, tolerance {args.tolerance})"
+            )
+        return 1 if problems else 0
     if args.cmd == "preset-args":
         overlay = yaml.safe_load(Path(args.overlay).read_text()) or {}
         print(" ".join(shlex.quote(a) for a in overlay_args(overlay)))
