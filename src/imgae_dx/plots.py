@@ -105,31 +105,14 @@ def score_dist_figure(groups: Mapping[str, ScoreGroups]) -> Figure:
             lo, hi = lo - 0.5, hi + 0.5
         bins = np.linspace(lo, hi, 41)
         kw = {"bins": bins, "density": True}
-        if g.test_normal.size:
-            ax.hist(
-                np.clip(g.test_normal, lo, hi),
-                alpha=0.5,
-                color="tab:blue",
-                label=f"test normal (n={g.test_normal.size})",
-                **kw,
-            )
-        if g.test_abnormal.size:
-            ax.hist(
-                np.clip(g.test_abnormal, lo, hi),
-                alpha=0.5,
-                color="tab:red",
-                label=f"test abnormal (n={g.test_abnormal.size})",
-                **kw,
-            )
-        if g.val_normal.size:
-            ax.hist(
-                np.clip(g.val_normal, lo, hi),
-                histtype="step",
-                color="k",
-                lw=1.0,
-                label=f"val normal (n={g.val_normal.size})",
-                **kw,
-            )
+        series = (
+            (g.test_normal, "test normal", {"alpha": 0.5, "color": "tab:blue"}),
+            (g.test_abnormal, "test abnormal", {"alpha": 0.5, "color": "tab:red"}),
+            (g.val_normal, "val normal", {"histtype": "step", "color": "k", "lw": 1.0}),
+        )
+        for values, name, style in series:
+            if values.size:
+                ax.hist(np.clip(values, lo, hi), label=f"{name} (n={values.size})", **style, **kw)
         if g.threshold is not None:
             ax.axvline(g.threshold, color="k", ls="--", lw=1.0, label="threshold (val normals)")
         ax.set(title=arch, xlabel="anomaly score (clipped to 0.5–99.5 %)", ylabel="density")
