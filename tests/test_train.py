@@ -107,6 +107,7 @@ def test_resume_continues_exactly(data, tmp_path) -> None:
     resumed = run("ra", data, checkpoint_path=tmp_path / "b.ckpt", resume=True, **kw)
 
     assert resumed.resumed_from_epoch == 2 and len(resumed.history) == 4
+    assert resumed.initial_val_loss == straight.initial_val_loss  # carried by the checkpoint
     assert_same_state(straight.best_state_dict, resumed.best_state_dict)
     pd.testing.assert_frame_equal(
         straight.history.drop(columns=["seconds", "images_per_s"]),
@@ -177,6 +178,7 @@ def test_validation_loss_decreases(name: str, data) -> None:
         model, *data, epochs=8, batch_size=8, lr=lr, seed=0, device="cpu", grad_clip=5.0
     )
     assert res.best_val_loss < 0.75 * start, (start, res.history["val_loss"].tolist())
+    assert res.initial_val_loss == pytest.approx(start)  # the untrained model's, as recorded
     assert list(res.history.columns[:6]) == [
         "epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s",
     ]  # fmt: skip

@@ -59,7 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("cosine", "none", "multistep")
-CHECKPOINT_FORMAT = "imgae_dx.train/1"
+CHECKPOINT_FORMAT = "imgae_dx.train/2"
 BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s"]
 
 
@@ -72,6 +72,8 @@ class TrainResult:
             validation loss; the trained model is also left holding these weights.
         best_epoch: 1-based epoch of those weights.
         best_val_loss: their validation loss.
+        initial_val_loss: validation loss of the weights before the first step (the reference
+            for "trained to a loss well below its starting value").
         history: one row per epoch: epoch, train_loss, val_loss, lr, seconds, images_per_s and
             the model's own terms as ``train_<name>`` (e.g. ``train_kl``).
         device: the device trained on, in words (e.g. ``cpu (2 threads)``).
@@ -82,6 +84,7 @@ class TrainResult:
     best_state_dict: dict[str, torch.Tensor]
     best_epoch: int
     best_val_loss: float
+    initial_val_loss: float
     history: pd.DataFrame
     device: str
     stopped_early: bool = False
@@ -474,6 +477,7 @@ def train_model(
                 bad_epochs = int(ckpt["epochs_without_improvement"])
                 start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
                 stopped_early = bool(ckpt["stopped_early"])
+                initial_val = float(ckpt["initial_val_loss"])
                 _set_rng_state(ckpt["rng"])
                 if scheduler == "cosine" and int(ckpt["epochs"]) != epochs:
                     log.warning(
@@ -485,6 +489,11 @@ def train_model(
                     )
                 log.info("%s: resumed from %s after epoch %d", name, ckpt_path, start_epoch)
         resumed_from = start_epoch
+        if start_epoch == 0:
+            # The untrained model's validation loss; evaluating draws no random numbers that
+            # training would see (forked RNG), so the trained weights do not depend on it.
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                initial_val = _evaluate(model, val_images, val_bs, dev, autocast)
 
         for epoch in range(start_epoch, epochs):
             if stopped_early:
@@ -583,6 +592,7 @@ def train_model(
                         },
                         "epochs_without_improvement": bad_epochs,
                         "stopped_early": stopped_early,
+                        "initial_val_loss": initial_val,
                     },
                 )
             if on_epoch is not None:
@@ -602,6 +612,7 @@ def train_model(
             best_state_dict=best_state,
             best_epoch=best_epoch,
             best_val_loss=best_val,
+            initial_val_loss=initial_val,
             history=frame,
             device=describe_device(dev),
             stopped_early=stopped_early,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from imgae_dx import config
 from imgae_dx.io import save_torch, write_csv
@@ -94,15 +95,22 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
             "state_dict": result.best_state_dict,
             "best_epoch": int(result.best_epoch),
             "best_val_loss": float(result.best_val_loss),
+            "initial_val_loss": float(result.initial_val_loss),
             "n_parameters": int(n_params),
             "params": {"seed": seed, "train": targs, "image_size": params["data"]["image_size"]},
         }
         save_torch(MODELS / f"{arch}.pt", ckpt)
         history = result.history
-        write_csv(REPORTS / "train" / f"{arch}.csv", history, float_format="%.6g")
+        # Epoch 0 is the untrained model: only its validation loss exists.
+        curve = pd.concat(
+            [pd.DataFrame([{"epoch": 0, "val_loss": result.initial_val_loss}]), history],
+            ignore_index=True,
+        )[history.columns]
+        write_csv(REPORTS / "train" / f"{arch}.csv", curve, float_format="%.6g")
         summary = {
             "best_epoch": int(result.best_epoch),
             "best_val_loss": float(result.best_val_loss),
+            "initial_val_loss": float(result.initial_val_loss),
             "epochs_run": int(len(history)),
             "n_parameters": int(n_params),
             "first_val_loss": float(history["val_loss"].iloc[0]),
