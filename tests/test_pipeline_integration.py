@@ -146,6 +146,11 @@ def test_dvc_repro_end_to_end(workspace):
     assert set(metrics["models"]) == set(MODELS)
     for m in MODELS:
         assert 0.0 <= metrics["models"][m]["auroc"] <= 1.0
+        curve = (ws / f"reports/train/{m}.csv").read_text().splitlines()
+        assert curve[1].startswith("0,,"), curve[:2]  # epoch 0: the untrained validation loss
+        t = metrics["training"]["models"][m]
+        assert t["initial_val_loss"] > 0 and t["best_over_initial"] > 0
+    assert 0 < metrics["training"]["reference_val_mse"] < 1
     assert metrics["data"]["source"] == "synthetic"
 
     # Nothing changed: nothing runs, quickly.

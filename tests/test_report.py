@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -135,14 +136,18 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
             ),
         )
         (root / "reports/train").mkdir(parents=True, exist_ok=True)
+        # ae trains well below the mean-image reference (~0.05); unet never gets there.
+        val_loss = [0.30, 0.02, 0.01, 0.012] if arch == "ae" else [0.40, 0.32, 0.25, 0.26]
         pd.DataFrame(
             {
-                "epoch": [1, 2, 3],
-                "train_loss": [0.3, 0.2, 0.15],
-                "val_loss": [0.32, 0.25, 0.26],
-                "lr": 1e-3,
+                "epoch": [0, 1, 2, 3],
+                "train_loss": [None, 0.3, 0.2, 0.15],
+                "val_loss": val_loss,
+                "lr": [None, 1e-3, 1e-3, 1e-3],
             }
         ).to_csv(root / f"reports/train/{arch}.csv", index=False)
+    np.save(root / "data/prepared/train.npy", rng.integers(0, 200, (50, S, S)).astype(np.uint8))
+    np.save(root / "data/prepared/val.npy", rng.integers(0, 200, (n_val, S, S)).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +230,44 @@ def test_metrics_json_contract(built):
         m["models"]["ae"]["auroc"] - m["models"]["unet"]["auroc"], abs=2e-6
     )
     assert 0 <= c["p_delong"] <= c["p_holm"] <= 1 and len(c["delta_auroc_ci95"]) == 2
+
+
+def test_training_block_and_undertrained_caveat(built):
+    root, result = built
+    tr = result["training"]
+    train = np.load(root / "data/prepared/train.npy").astype(np.float64) / 255
+    val = np.load(root / "data/prepared/val.npy").astype(np.float64) / 255
+    assert tr["reference_val_mse"] == pytest.approx(((val - train.mean(0)) ** 2).mean(), rel=1e-5)
+    ae, unet = tr["models"]["ae"], tr["models"]["unet"]
+    assert (ae["epochs_run"], ae["best_epoch"], ae["initial_val_loss"]) == (3, 2, 0.3)
+    assert ae["best_over_initial"] == pytest.approx(0.01 / 0.3, rel=1e-5)
+    assert ae["best_over_reference"] < 1 <= unet["best_over_reference"]
+    md = (root / "reports/report.md").read_text()
+    assert "selected / mean image" in md
+    caveat = next(line for line in md.splitlines() if "**Under-trained models.**" in line)
+    assert "unet (0.25" in caveat and "ae (" not in caveat
+
+    from imgae_dx.cli import check_training
+
+    problems = check_training(result, max_over_initial=0.5, max_over_reference=1.0)
+    assert len(problems) == 2 and all(p.startswith("unet:") for p in problems)
+    assert check_training(result, max_over_initial=0.9, max_over_reference=10.0) == []
+    partial = copy.deepcopy(result)
+    del partial["training"]["models"]["ae"]
+    assert check_training(partial, 0.9, 10.0) == [
+        "ae: no training curve in the metrics (reports/train/ae.csv)"
+    ]
+
+
+def test_mean_image_reference_is_chunk_independent():
+    rng = np.random.default_rng(3)
+    train = rng.integers(0, 256, (37, 8, 8)).astype(np.uint8)
+    val = rng.integers(0, 256, (11, 8, 8)).astype(np.uint8)
+    whole = report.mean_image_val_mse(train, val)
+    assert report.mean_image_val_mse(train, val, chunk=5) == pytest.approx(whole, rel=1e-12)
+    assert report.mean_image_val_mse(train, train[:1].repeat(3, 0)) > 0
+    with pytest.raises(ValueError, match="empty"):
+        report.mean_image_val_mse(train[:0], val)
 
 
 def test_report_markdown_has_every_section(built):

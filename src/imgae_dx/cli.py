@@ -1,4 +1,5 @@
-"""Small command-line helpers: ``imgae-dx preset-args FILE``, ``param-counts``, ``check-metrics``.
+"""Small command-line helpers: ``imgae-dx preset-args FILE``, ``param-counts``, ``check-metrics``,
+``check-training``.
 
 ``preset-args`` turns a params overlay (e.g. ``configs/paper.yaml``) into ``-S key=value``
 arguments for ``dvc exp run``, so a preset runs as an ordinary, comparable experiment:
@@ -75,6 +76,38 @@ def compare_metrics(
     return problems
 
 
+def check_training(
+    result: Mapping[str, Any], max_over_initial: float, max_over_reference: float
+) -> list[str]:
+    """Models of a metrics dict that did not train: selected validation loss above
+    ``max_over_initial`` x the untrained one, or at least ``max_over_reference`` x the loss of
+    predicting the mean training image. Missing training figures count as failures."""
+    training = result.get("training") or {}
+    per_model = training.get("models") or {}
+    problems = []
+    for arch in result.get("models") or {}:
+        t = per_model.get(arch)
+        if t is None:
+            problems.append(f"{arch}: no training curve in the metrics (reports/train/{arch}.csv)")
+            continue
+        r0, rr = t.get("best_over_initial"), t.get("best_over_reference")
+        if r0 is None:
+            problems.append(f"{arch}: no untrained (epoch 0) validation loss recorded")
+        elif r0 > max_over_initial:
+            problems.append(
+                f"{arch}: selected val loss {t['best_val_loss']:.4g} is {r0:.3f} x the untrained "
+                f"{t['initial_val_loss']:.4g} (allowed: {max_over_initial})"
+            )
+        if rr is None:
+            problems.append(f"{arch}: no mean-image reference (data/prepared train/val missing)")
+        elif rr >= max_over_reference:
+            problems.append(
+                f"{arch}: selected val loss {t['best_val_loss']:.4g} is {rr:.3f} x the mean-image "
+                f"reference {training.get('reference_val_mse'):.4g} (must be < {max_over_reference})"
+            )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="imgae-dx", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -89,7 +122,35 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("committed", help="the committed metrics.json (e.g. from `git show HEAD:...`)")
     d.add_argument("current", nargs="?", default="reports/metrics.json")
     d.add_argument("--tolerance", type=float, default=0.0, help="allowed |Δ| of AUROC/AUPRC")
+    t = sub.add_parser(
+        "check-training", help="fail if a model's validation loss did not fall well below its start"
+    )
+    t.add_argument("metrics", nargs="?", default="reports/metrics.json")
+    t.add_argument(
+        "--max-over-initial",
+        type=float,
+        default=0.5,
+        help="selected / untrained validation loss must not exceed this",
+    )
+    t.add_argument(
+        "--max-over-reference",
+        type=float,
+        default=1.0,
+        help="selected / mean-image validation loss must stay below this",
+    )
     args = ap.parse_args(argv)
+    if args.cmd == "check-training":
+        result = json.loads(Path(args.metrics).read_text())
+        problems = check_training(result, args.max_over_initial, args.max_over_reference)
+        for p in problems:
+            print(f"UNDERTRAINED {p}")
+        if not problems:
+            for arch, m in (result.get("training") or {}).get("models", {}).items():
+                print(
+                    f"{arch:6s} val loss {m['initial_val_loss']:.4g} -> {m['best_val_loss']:.4g} "
+                    f"(x{m['best_over_initial']:.3f}; x{m['best_over_reference']:.3f} of mean image)"
+                )
+        return 1 if problems else 0
     if args.cmd == "check-metrics":
         committed = json.loads(Path(args.committed).read_text())
         current = json.loads(Path(args.current).read_text())

@@ -32,6 +32,8 @@ SCORES = "reports/scores/{arch}.csv"
 MAPS = "reports/maps/{arch}.npz"
 TRAIN = "reports/train/{arch}.csv"
 TEST_IMAGES = "data/prepared/test.npy"
+TRAIN_IMAGES = "data/prepared/train.npy"
+VAL_IMAGES = "data/prepared/val.npy"
 TEST_MANIFEST = "data/split/test.csv"
 BOXES = "data/prepared/boxes.csv"
 SUMMARY = "data/split/summary.json"
@@ -136,6 +138,26 @@ class ReportInputs:
     boxes: pd.DataFrame | None = None  # image, finding, x, y, w, h in S-pixel coordinates
     train_curves: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    reference_val_mse: float | None = None  # val MSE of predicting the mean training image
+
+
+def mean_image_val_mse(train: np.ndarray, val: np.ndarray, chunk: int = 1024) -> float:
+    """Per-pixel MSE on ``val`` of the mean training image (uint8 arrays, scaled to [0, 1]).
+
+    The reference a reconstruction model must beat: one that does worse has learned less than
+    the average training image. Chunked, so a memory-mapped training set is never loaded whole.
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError("mean_image_val_mse: empty training or validation set")
+    total = np.zeros(train.shape[1:], dtype=np.float64)
+    for i in range(0, len(train), chunk):
+        total += np.asarray(train[i : i + chunk], dtype=np.float64).sum(axis=0)
+    mean = total / (255.0 * len(train))
+    err = 0.0
+    for i in range(0, len(val), chunk):
+        v = np.asarray(val[i : i + chunk], dtype=np.float64) / 255.0
+        err += float(((v - mean) ** 2).sum())
+    return err / (len(val) * mean.size)
 
 
 def load_maps(path: str | os.PathLike) -> ModelMaps:
@@ -170,7 +192,40 @@ def load_inputs(root: str | os.PathLike, models: Sequence[str]) -> ReportInputs:
     if (root / BOXES).is_file():
         boxes = pd.read_csv(root / BOXES, dtype={"image": str, "finding": str})
     summary = json.loads((root / SUMMARY).read_text()) if (root / SUMMARY).is_file() else {}
-    return ReportInputs(scores, maps, manifest, images, boxes, curves, summary)
+    reference = None
+    if (root / TRAIN_IMAGES).is_file() and (root / VAL_IMAGES).is_file():
+        reference = mean_image_val_mse(
+            np.load(root / TRAIN_IMAGES, mmap_mode="r"), np.load(root / VAL_IMAGES, mmap_mode="r")
+        )
+    return ReportInputs(scores, maps, manifest, images, boxes, curves, summary, reference)
+
+
+def _training_metrics(inputs: ReportInputs, models: Sequence[str]) -> dict:
+    """Per model, from ``reports/train/<arch>.csv``: validation loss before training (epoch 0),
+    at the selected epoch, and their ratio; plus the mean-image reference."""
+    out: dict[str, Any] = {"reference_val_mse": inputs.reference_val_mse, "models": {}}
+    for arch in models:
+        df = inputs.train_curves.get(arch)
+        if df is None or "val_loss" not in df or not df["val_loss"].notna().any():
+            continue
+        val = df["val_loss"].to_numpy(dtype=np.float64)
+        epochs = df["epoch"].to_numpy() if "epoch" in df else np.arange(1, len(df) + 1)
+        trained = epochs > 0
+        if not trained.any():
+            continue
+        best_i = int(np.nanargmin(np.where(trained, val, np.inf)))
+        initial = float(val[~trained][0]) if (~trained).any() else None
+        best = float(val[best_i])
+        ref = inputs.reference_val_mse
+        out["models"][arch] = {
+            "epochs_run": int(trained.sum()),
+            "best_epoch": int(epochs[best_i]),
+            "initial_val_loss": initial,
+            "best_val_loss": best,
+            "best_over_initial": best / initial if initial else None,
+            "best_over_reference": best / ref if ref else None,
+        }
+    return out
 
 
 def _prepare_scores(df: pd.DataFrame, arch: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -540,6 +595,7 @@ def analyze(inputs: ReportInputs, params: Mapping[str, Any]) -> Analysis:
         "models": model_metrics,
         "baselines": base,
         "comparisons": _comparisons(tests, models, cfg),
+        "training": _training_metrics(inputs, models),
     }
     return Analysis(
         clean_json(result),
@@ -695,6 +751,19 @@ def _caveats(an: Analysis) -> list[str]:
         "findings are missed or hallucinated by the NLP labeller. AUROCs against such labels are "
         "biased (usually downwards) and the per-finding numbers inherit each label's own error.",
     ]
+    weak = [
+        f"{arch} ({t['best_val_loss']:.4g} vs {m['training']['reference_val_mse']:.4g})"
+        for arch, t in (m.get("training") or {}).get("models", {}).items()
+        if (t.get("best_over_reference") or 0.0) >= 1.0
+    ]
+    if weak:
+        out.append(
+            "**Under-trained models.** The selected validation loss of "
+            + ", ".join(weak)
+            + " is not below that of predicting the mean training image (section 8): their "
+            "reconstructions carry no more information than the average image, and their AUROC "
+            "says little about the architecture."
+        )
     if data.get("source") == "synthetic":
         out.append(
             "**Synthetic data is not clinical evidence.** This run used the synthetic phantom "
@@ -1106,6 +1175,42 @@ def render_markdown(an: Analysis, *, samples_figure: str | None = None) -> str:
     if missing:
         md.append(f"\n_No training curves for {', '.join(missing)}._\n")
     md.append("\nEarly stopping and checkpoint choice use the validation-normal loss only.\n")
+    tr = an.metrics.get("training") or {}
+    if tr.get("models"):
+        ref = tr.get("reference_val_mse")
+        rows = [
+            [
+                arch,
+                _fmt(t.get("epochs_run")),
+                _fmt(t.get("best_epoch")),
+                _fmt(t.get("initial_val_loss"), 5),
+                _fmt(t.get("best_val_loss"), 5),
+                _fmt(t.get("best_over_initial"), 3),
+                _fmt(t.get("best_over_reference"), 3),
+            ]
+            for arch, t in tr["models"].items()
+        ]
+        md.append(
+            _table(
+                [
+                    "model",
+                    "epochs",
+                    "best epoch",
+                    "val loss, untrained",
+                    "val loss, selected",
+                    "selected / untrained",
+                    "selected / mean image",
+                ],
+                rows,
+            )
+        )
+        md.append(
+            "\nValidation losses are the architectures' own label-free objectives (per-pixel MSE "
+            "of the reconstruction; the U-Net's of its denoised input, the VAE's plus its small KL "
+            "term). _Mean image_: the per-pixel MSE on the validation normals of predicting every "
+            f"image by the mean training image ({_fmt(ref, 5)}); a model at or above 1 there has "
+            "learned less than that average.\n"
+        )
 
     # 9. caveats
     md.append("\n## 9. Caveats\n")
