@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -367,6 +367,34 @@ class ReversedAutoencoder(AnomalyModel):
         )
         return loss_d, {"kl_fake": kl_fake.detach(), "kl_rec": kl_rec.detach()}
 
+    def _update(
+        self,
+        trained: nn.Module,
+        frozen: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        objective: Callable[[], tuple[Tensor, dict[str, Tensor]]],
+        tag: str,
+        grad_clip: float | None,
+        autocast: AutocastFactory,
+    ) -> dict[str, float]:
+        """One optimiser step of ``trained`` on ``objective()`` with ``frozen`` held fixed.
+
+        Logs ``loss_<tag>``, the objective's terms and, when clipping, ``grad_norm_<tag>``.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        with _frozen(frozen):
+            with autocast():
+                loss, terms = objective()
+            value = float(loss.detach())
+            _check_finite(value, f"{type(trained).__name__.lower()} loss")
+            loss.backward()
+        logs = {f"loss_{tag}": value, **{k: float(v) for k, v in terms.items()}}
+        if grad_clip is not None and grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(trained.parameters(), grad_clip)
+            logs[f"grad_norm_{tag}"] = float(norm)
+        optimizer.step()
+        return logs
+
     def encoder_step(
         self,
         x: Tensor,
@@ -377,20 +405,17 @@ class ReversedAutoencoder(AnomalyModel):
         autocast: AutocastFactory = contextlib.nullcontext,
     ) -> tuple[Tensor, dict[str, float]]:
         """Update the encoder only; returns (z of the real batch, logged terms)."""
-        optimizer.zero_grad(set_to_none=True)
-        with _frozen(self.decoder):
-            with autocast():
-                loss_e, z, terms = self._encoder_loss(x, noise)
-            value = float(loss_e.detach())
-            _check_finite(value, "encoder loss")
-            loss_e.backward()
-        logs = {"loss_e": value, **{k: float(v) for k, v in terms.items()}}
-        if grad_clip is not None and grad_clip > 0:
-            logs["grad_norm_e"] = float(
-                torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), grad_clip)
-            )
-        optimizer.step()
-        return z, logs
+        latent: list[Tensor] = []
+
+        def objective() -> tuple[Tensor, dict[str, Tensor]]:
+            loss_e, z, terms = self._encoder_loss(x, noise)
+            latent.append(z)
+            return loss_e, terms
+
+        logs = self._update(
+            self.encoder, self.decoder, optimizer, objective, "e", grad_clip, autocast
+        )
+        return latent[0], logs
 
     def decoder_step(
         self,
@@ -403,20 +428,15 @@ class ReversedAutoencoder(AnomalyModel):
         autocast: AutocastFactory = contextlib.nullcontext,
     ) -> dict[str, float]:
         """Update the decoder only, given the real batch's latent ``z`` from the encoder step."""
-        optimizer.zero_grad(set_to_none=True)
-        with _frozen(self.encoder):
-            with autocast():
-                loss_d, terms = self._decoder_loss(x, z, noise)
-            value = float(loss_d.detach())
-            _check_finite(value, "decoder loss")
-            loss_d.backward()
-        logs = {"loss_d": value, **{k: float(v) for k, v in terms.items()}}
-        if grad_clip is not None and grad_clip > 0:
-            logs["grad_norm_d"] = float(
-                torch.nn.utils.clip_grad_norm_(self.decoder.parameters(), grad_clip)
-            )
-        optimizer.step()
-        return logs
+        return self._update(
+            self.decoder,
+            self.encoder,
+            optimizer,
+            lambda: self._decoder_loss(x, z, noise),
+            "d",
+            grad_clip,
+            autocast,
+        )
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
         """[encoder optimizer, decoder optimizer]: Adam (AdamW when weight_decay > 0)."""
