@@ -151,6 +151,7 @@ def test_dvc_repro_end_to_end(workspace):
         t = metrics["training"]["models"][m]
         assert t["initial_val_loss"] > 0 and t["best_over_initial"] > 0
     assert 0 < metrics["training"]["reference_val_mse"] < 1
+    assert not list((ws / "models/.resume").glob("*.pt"))  # finished runs leave no checkpoint
     assert metrics["data"]["source"] == "synthetic"
 
     # Nothing changed: nothing runs, quickly.

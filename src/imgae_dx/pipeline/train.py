@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,18 @@ def _fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _training_code(pkg: Path | None = None) -> str:
+    """Digest of the sources that decide the trained weights (the loop and every model) of the
+    package at ``pkg`` (default: this one), so a checkpoint written by other code is never
+    resumed."""
+    pkg = pkg or Path(__file__).resolve().parents[1]
+    files = sorted((pkg / "models").glob("*.py")) + [pkg / "train.py", pkg / "device.py"]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
     """``train@<arch>``: fit on train normals, early-stop on val normals, write ``models/<arch>.pt``."""
     import torch
@@ -39,7 +52,8 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
     train_x = np.load(PREPARED / "train.npy", mmap_mode="r")
     val_x = np.load(PREPARED / "val.npy", mmap_mode="r")
 
-    # The resumable checkpoint is only trusted for the very same model, settings and data.
+    # The resumable checkpoint is only trusted for the very same code, model, settings and data;
+    # it exists only while a run is unfinished (removed once models/<arch>.pt is written).
     resume_path = RESUME / f"{arch}.pt"
     stamp_path = RESUME / f"{arch}.json"
     fp = _fingerprint(
@@ -50,6 +64,7 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
         np.asarray(train_x[:: max(1, len(train_x) // 64)]),
         len(train_x),
         len(val_x),
+        _training_code(),
     )
     resume = bool(targs["resume"])
     if resume_path.exists():
@@ -118,4 +133,8 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
         }
         run.log_metrics({k: v for k, v in summary.items() if k != "device"})
         run.log_artifact(REPORTS / "train" / f"{arch}.csv")
+    # Finished: a later run (e.g. after a code change DVC noticed) must train afresh, not
+    # "resume" the completed run and hand back its weights.
+    resume_path.unlink(missing_ok=True)
+    stamp_path.unlink(missing_ok=True)
     return summary
