@@ -110,7 +110,9 @@ def images_to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> 
     Only the batch is converted, so a data set never exists as a float copy in memory.
     """
     if isinstance(batch, np.ndarray):
-        batch = torch.from_numpy(np.ascontiguousarray(batch))
+        # A copy: slices of a read-only memmap cannot back a tensor (torch warns), and the
+        # uint8 batch is small next to its float32 conversion below.
+        batch = torch.from_numpy(np.array(batch, dtype=np.uint8, order="C", copy=True))
     x = batch.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
     return to_channels_last(x, device)
 
