@@ -159,6 +159,12 @@ def test_dvc_repro_end_to_end(workspace):
     again = _run([sys.executable, "-m", "dvc", "repro"], ws, env).stdout
     assert _ran(again) == set(), again
     assert time.time() - t0 < 60
+    # Bytecode next to a source directory dep is not a change (.dvcignore).
+    cache_dir = ws / "src/imgae_dx/models/__pycache__"
+    cache_dir.mkdir(exist_ok=True)
+    (cache_dir / "stray.cpython-311.pyc").write_bytes(b"\0")
+    status = _run([sys.executable, "-m", "dvc", "status"], ws, env).stdout
+    assert "up to date" in status, status
 
     # MLflow runs carry the DVC stage names.
     con = sqlite3.connect(ws / "mlflow-test.db")
