@@ -140,6 +140,57 @@ def test_bootstrap_is_stratified():
     assert (picked >= 30).all()  # abnormals are drawn only from abnormals
 
 
+def test_cluster_bootstrap_keeps_clusters_whole_and_widens_for_duplicates():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(80, int), np.ones(60, int)]
+    s = rng.normal(0, 1, 140) + 0.8 * y
+    # Every image three times over, as if each patient had three identical films.
+    y3, s3, pid = np.repeat(y, 3), np.repeat(s, 3), np.repeat(np.arange(140), 3)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    naive = stats.bootstrap_ci(y3, s3, n_boot=400, seed=0)
+    cluster = stats.bootstrap_ci(y3, s3, n_boot=400, seed=0, clusters=pid)
+    truth = stats.bootstrap_ci(y, s, n_boot=400, seed=0)
+    # Copies carry no new information: resampling images pretends they do (about sqrt(3)
+    # too narrow); resampling patients recovers the interval of the distinct images.
+    assert width(naive) < 0.75 * width(cluster)
+    assert width(cluster) == pytest.approx(width(truth), rel=0.2)
+    assert cluster == stats.bootstrap_ci(y3, s3, n_boot=400, seed=0, clusters=pid)
+    # Each replicate holds whole clusters: its size is a multiple of 3, and every drawn
+    # patient's three copies come together.
+    sizes = stats.stratified_bootstrap(
+        y3, lambda yb, pb: float(len(pb)), pid, n_boot=30, seed=1, clusters=pid
+    )
+    assert (sizes % 3 == 0).all()
+    whole = stats.stratified_bootstrap(
+        y3,
+        lambda yb, pb: float(all(c % 3 == 0 for c in np.unique(pb, return_counts=True)[1])),
+        pid,
+        n_boot=30,
+        seed=1,
+        clusters=pid,
+    )
+    assert whole.all()
+    d = stats.paired_bootstrap_ci(y3, s3, -s3, n_boot=50, seed=2, clusters=pid)
+    assert d[0] <= d[1]
+    with pytest.raises(ValueError, match="clusters"):
+        stats.bootstrap_ci(y3, s3, clusters=pid[:-1])
+
+
+def test_cluster_bootstrap_replicate_without_normals_is_nan():
+    # Every patient has an abnormal film: a replicate can miss the normals entirely.
+    y = np.array([0, 1, 1, 0, 1, 1])
+    pid = np.array([0, 0, 0, 1, 1, 1])
+    vals = stats.stratified_bootstrap(
+        y, lambda yb, sb: float(yb.mean()), np.zeros(6), n_boot=40, seed=0, clusters=pid
+    )
+    assert np.isfinite(vals).all()  # both clusters hold both classes: never missing
+    y2 = np.array([1, 1, 0, 1])
+    vals = stats.stratified_bootstrap(
+        y2, lambda yb, sb: float(yb.mean()), np.zeros(4), n_boot=40, seed=0, clusters=[0, 0, 1, 1]
+    )
+    assert np.isnan(vals).any() and np.isfinite(vals).any()
+
+
 def test_holm():
     # hand-computed: sorted p 0.01, 0.02, 0.04 -> 0.03, 0.04, 0.04 (monotone), back in input order
     assert stats.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])

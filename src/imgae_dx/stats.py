@@ -6,6 +6,10 @@
 - Stratified bootstrap: normals and abnormals are resampled separately (class sizes fixed),
   as pROC's ``boot.stratified = TRUE``; percentile intervals; one ``numpy`` Generator per call
   seeded with ``seed``, so the same seed gives the same interval.
+- Cluster bootstrap (``clusters=``, e.g. patient IDs): whole clusters are resampled, so images
+  of one patient, which are correlated, stay together (Field & Welsh 2007, the "cluster
+  bootstrap"); clusters are stratified by whether they hold an abnormal image. DeLong's
+  variance treats images as independent and is optimistic for clustered images.
 - Holm (1979) step-down adjustment for a family of p-values.
 
 Argument order is ``(labels, scores...)`` as in :mod:`imgae_dx.metrics`.
@@ -105,24 +109,54 @@ def stratified_bootstrap(
     *arrays: np.ndarray,
     n_boot: int = 1000,
     seed: int = 0,
+    clusters: np.ndarray | None = None,
 ) -> np.ndarray:
     """``n_boot`` values of ``statistic(labels_b, *arrays_b)`` over stratified resamples.
 
-    Normals and abnormals are drawn with replacement separately (their counts stay fixed);
-    every array in ``arrays`` is resampled with the same indices (paired). Deterministic for a
-    given ``seed``.
+    Without ``clusters``, normals and abnormals are drawn with replacement separately (their
+    counts stay fixed). With ``clusters`` (one ID per entry, e.g. the patient), whole clusters
+    are drawn with replacement instead, separately among clusters with and without an
+    abnormal entry; a replicate then has a random number of entries, and one that lacks a
+    class gives nan. Every array in ``arrays``
+    is resampled with the same indices (paired). Deterministic for a given ``seed``.
     """
     y = np.asarray(labels).ravel()
     cols = [np.asarray(a) for a in arrays]
     for a in cols:
         if len(a) != len(y):
             raise ValueError("every array must have one entry per label")
-    groups = [np.flatnonzero(y == v) for v in np.unique(y)]
     rng = np.random.default_rng(seed)
     out = np.empty(n_boot, dtype=np.float64)
+    if clusters is None:
+        groups = [np.flatnonzero(y == v) for v in np.unique(y)]
+        for b in range(n_boot):
+            idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+            out[b] = statistic(y[idx], *(a[idx] for a in cols))
+        return out
+
+    ids = np.asarray(clusters).ravel()
+    if len(ids) != len(y):
+        raise ValueError("clusters must have one entry per label")
+    _, code = np.unique(ids, return_inverse=True)
+    order = np.argsort(code, kind="stable")  # entries grouped by cluster
+    size = np.bincount(code)
+    start = np.cumsum(size) - size
+    has_abnormal = np.bincount(code, weights=(y == 1).astype(np.float64)) > 0
+    strata = [np.flatnonzero(has_abnormal == v) for v in (False, True)]
+    strata = [c for c in strata if len(c)]
+    n_classes = len(np.unique(y))
     for b in range(n_boot):
-        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-        out[b] = statistic(y[idx], *(a[idx] for a in cols))
+        drawn = np.concatenate([c[rng.integers(0, len(c), len(c))] for c in strata])
+        n = size[drawn]
+        # positions of every member of every drawn cluster, in draw order
+        offset = np.repeat(start[drawn] - (np.cumsum(n) - n), n)
+        idx = order[offset + np.arange(n.sum())]
+        yb = y[idx]
+        # A replicate missing a class (possible when every cluster holds an abnormal entry) has
+        # no AUROC: nan, which percentile_ci skips.
+        out[b] = (
+            statistic(yb, *(a[idx] for a in cols)) if len(np.unique(yb)) == n_classes else np.nan
+        )
     return out
 
 
@@ -144,10 +178,12 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,
+    clusters: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Stratified-bootstrap percentile CI of ``metric(labels, scores)``."""
+    """Stratified-bootstrap percentile CI of ``metric(labels, scores)`` (cluster bootstrap when
+    ``clusters`` is given)."""
     vals = stratified_bootstrap(
-        labels, metric, np.asarray(scores, np.float64), n_boot=n_boot, seed=seed
+        labels, metric, np.asarray(scores, np.float64), n_boot=n_boot, seed=seed, clusters=clusters
     )
     return percentile_ci(vals, ci)
 
@@ -161,14 +197,17 @@ def paired_bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     ci: float = 0.95,
+    clusters: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """CI of ``metric(y, s1) - metric(y, s2)``, both scores resampled with the same images."""
+    """CI of ``metric(y, s1) - metric(y, s2)``, both scores resampled with the same images
+    (whole clusters when ``clusters`` is given)."""
 
     def diff(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
         return metric(y, a) - metric(y, b)
 
     a1, a2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
-    return percentile_ci(stratified_bootstrap(labels, diff, a1, a2, n_boot=n_boot, seed=seed), ci)
+    vals = stratified_bootstrap(labels, diff, a1, a2, n_boot=n_boot, seed=seed, clusters=clusters)
+    return percentile_ci(vals, ci)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
