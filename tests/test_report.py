@@ -192,7 +192,9 @@ def test_metrics_json_contract(built):
         "n_val": 30,
         "n_test_normal": 34,
         "n_test_abnormal": 26,
+        "n_test_patients": 30,
     }
+    assert m["bootstrap"] == {"unit": "patient", "resamples": 40, "seed": 0}
     for arch in MODELS:
         a = m["models"][arch]
         assert isinstance(a["auroc"], float) and 0 <= a["auroc"] <= 1
@@ -257,6 +259,19 @@ def test_training_block_and_undertrained_caveat(built):
     assert check_training(partial, 0.9, 10.0) == [
         "ae: no training curve in the metrics (reports/train/ae.csv)"
     ]
+
+
+def test_bootstrap_unit_image_resamples_films(tmp_path):
+    root = tmp_path / "p"
+    make_fake_pipeline(root)
+    inputs = report.load_inputs(root, MODELS)
+    by_image = report.analyze(inputs, _params(bootstrap_unit="image")).metrics
+    by_patient = report.analyze(inputs, _params()).metrics
+    assert by_image["bootstrap"]["unit"] == "image"
+    assert by_image["models"]["ae"]["auroc"] == by_patient["models"]["ae"]["auroc"]
+    assert by_image["models"]["ae"]["auroc_ci95"] != by_patient["models"]["ae"]["auroc_ci95"]
+    with pytest.raises(ValueError, match="report.bootstrap_unit"):
+        report.analyze(inputs, _params(bootstrap_unit="visit"))
 
 
 def test_mean_image_reference_is_chunk_independent():

@@ -39,6 +39,7 @@ BOXES = "data/prepared/boxes.csv"
 SUMMARY = "data/split/summary.json"
 
 VIEW_ORDER = ("PA", "AP")
+BOOTSTRAP_UNITS = ("patient", "image")
 SEX_ORDER = ("M", "F")
 NO_FINDING = "No Finding"
 
@@ -60,6 +61,7 @@ class ReportConfig:
     target_specificity: float = 0.95  # for sens_at_<95>spec
     target_sensitivity: float = 0.95  # for spec_at_<95>sens
     max_pixels: int = 500_000  # pixel-AUROC subsample cap (deterministic)
+    bootstrap_unit: str = "patient"  # patient: resample whole patients (cluster bootstrap) | image
 
     @classmethod
     def from_params(cls, block: Mapping[str, Any] | None) -> ReportConfig:
@@ -73,6 +75,10 @@ class ReportConfig:
             try:
                 if key == "age_bands":
                     kw[key] = tuple(int(v) for v in val)
+                elif key == "bootstrap_unit":
+                    if val not in BOOTSTRAP_UNITS:
+                        raise ValueError
+                    kw[key] = str(val)
                 elif key in ("bootstrap", "seed", "min_stratum", "gallery_n", "max_pixels"):
                     if isinstance(val, bool) or int(val) != val:
                         raise ValueError
@@ -257,7 +263,21 @@ def _seed(cfg: ReportConfig, key: str) -> int:
     return int(np.random.SeedSequence([cfg.seed, zlib.crc32(key.encode())]).generate_state(1)[0])
 
 
-def _stratum(y: np.ndarray, s: np.ndarray, cfg: ReportConfig, key: str, thr: float | None) -> dict:
+def _clusters(df: pd.DataFrame, cfg: ReportConfig) -> np.ndarray | None:
+    """Bootstrap clusters of the rows of ``df``: patient IDs, or None to resample images."""
+    if cfg.bootstrap_unit == "patient" and "patient_id" in df:
+        return df["patient_id"].astype(str).to_numpy()
+    return None
+
+
+def _stratum(
+    y: np.ndarray,
+    s: np.ndarray,
+    cfg: ReportConfig,
+    key: str,
+    thr: float | None,
+    clusters: np.ndarray | None = None,
+) -> dict:
     n_abn, n_norm = int(np.sum(y == 1)), int(np.sum(y == 0))
     out: dict[str, Any] = {
         "auroc": None,
@@ -269,7 +289,13 @@ def _stratum(y: np.ndarray, s: np.ndarray, cfg: ReportConfig, key: str, thr: flo
         out["auroc"] = metrics.auroc(y, s)
         out[f"auroc_{cfg.ci_key}"] = list(
             stats.bootstrap_ci(
-                y, s, metrics.auroc, n_boot=cfg.bootstrap, seed=_seed(cfg, key), ci=cfg.ci
+                y,
+                s,
+                metrics.auroc,
+                n_boot=cfg.bootstrap,
+                seed=_seed(cfg, key),
+                ci=cfg.ci,
+                clusters=clusters,
             )
         )
     if thr is not None and len(y):
@@ -293,26 +319,31 @@ def _ordered(values: Sequence[str], preferred: Sequence[str]) -> list[str]:
 
 def _strata(test: pd.DataFrame, cfg: ReportConfig, thr: float | None) -> dict[str, dict]:
     y, s = test["label"].to_numpy(), test["score"].to_numpy(dtype=np.float64)
+    g = _clusters(test, cfg)
+
+    def sub(m: np.ndarray) -> np.ndarray | None:
+        return None if g is None else g[m]
+
     out: dict[str, dict] = {}
     for col, name, pref in (("view", "by_view", VIEW_ORDER), ("sex", "by_sex", SEX_ORDER)):
         out[name] = {}
         if col in test:
             for v in _ordered(test[col].tolist(), pref):
                 m = (test[col] == v).to_numpy()
-                out[name][v] = _stratum(y[m], s[m], cfg, f"{name}/{v}", thr)
+                out[name][v] = _stratum(y[m], s[m], cfg, f"{name}/{v}", thr, sub(m))
     out["by_age"] = {}
     if "age" in test:
         age = pd.to_numeric(test["age"], errors="coerce").to_numpy(dtype=np.float64)
         edges = cfg.age_bands
         for lo, hi, label in zip(edges[:-1], edges[1:], age_band_labels(edges)):
             m = (age >= lo) & (age < hi)
-            out["by_age"][label] = _stratum(y[m], s[m], cfg, f"by_age/{label}", thr)
+            out["by_age"][label] = _stratum(y[m], s[m], cfg, f"by_age/{label}", thr, sub(m))
     out["by_finding"] = {}
     if "findings" in test:
         sets = _findings(test["findings"])
         for f in sorted(set().union(*sets)) if sets else []:
             m = (y == 0) | np.array([(f in fs) and lab == 1 for fs, lab in zip(sets, y)])
-            out["by_finding"][f] = _stratum(y[m], s[m], cfg, f"by_finding/{f}", thr)
+            out["by_finding"][f] = _stratum(y[m], s[m], cfg, f"by_finding/{f}", thr, sub(m))
     return out
 
 
@@ -350,6 +381,7 @@ def _model_metrics(
     test: pd.DataFrame, val: pd.DataFrame, mm: ModelMaps | None, boxes: dict, cfg: ReportConfig
 ) -> dict:
     y, s = test["label"].to_numpy(), test["score"].to_numpy(dtype=np.float64)
+    g = _clusters(test, cfg)
     ck = cfg.ci_key
     out: dict[str, Any] = {}
     both = (y == 1).any() and (y == 0).any()
@@ -357,7 +389,13 @@ def _model_metrics(
     out[f"auroc_{ck}"] = (
         list(
             stats.bootstrap_ci(
-                y, s, metrics.auroc, n_boot=cfg.bootstrap, seed=_seed(cfg, "pooled"), ci=cfg.ci
+                y,
+                s,
+                metrics.auroc,
+                n_boot=cfg.bootstrap,
+                seed=_seed(cfg, "pooled"),
+                ci=cfg.ci,
+                clusters=g,
             )
         )
         if both
@@ -374,6 +412,7 @@ def _model_metrics(
                 n_boot=cfg.bootstrap,
                 seed=_seed(cfg, "pooled/auprc"),
                 ci=cfg.ci,
+                clusters=g,
             )
         )
         if both
@@ -463,6 +502,11 @@ def _baselines(
             ref_test["label"].to_numpy(),
             (ref_test["view"] == "AP").to_numpy(dtype=np.float64),
         )
+    # every baseline score is aligned with feats (or, without it, with ref_test)
+    rows = feats if feats is not None and len(feats) else ref_test
+    g = _clusters(ref_test, cfg)
+    if g is not None:
+        g = rows["image"].map(dict(zip(ref_test["image"], g))).to_numpy()
     out = {}
     for name in ("mean_intensity", "std_intensity", "view_ap"):
         if name not in scores:
@@ -474,7 +518,13 @@ def _baselines(
             "auroc": metrics.auroc(y, s) if both else None,
             f"auroc_{cfg.ci_key}": list(
                 stats.bootstrap_ci(
-                    y, s, metrics.auroc, n_boot=cfg.bootstrap, seed=_seed(cfg, "pooled"), ci=cfg.ci
+                    y,
+                    s,
+                    metrics.auroc,
+                    n_boot=cfg.bootstrap,
+                    seed=_seed(cfg, "pooled"),
+                    ci=cfg.ci,
+                    clusters=g,
                 )
             )
             if both
@@ -491,7 +541,10 @@ def _comparisons(
     out: dict[str, dict] = {}
     for i, a in enumerate(models):
         for b in models[i + 1 :]:
-            m = tests[a][["image", "label", "score"]].merge(
+            cols = ["image", "label", "score"] + (
+                ["patient_id"] if "patient_id" in tests[a] else []
+            )
+            m = tests[a][cols].merge(
                 tests[b][["image", "label", "score"]], on="image", suffixes=("_a", "_b")
             )
             if (m["label_a"] != m["label_b"]).any():
@@ -513,7 +566,14 @@ def _comparisons(
                 continue
             t = stats.delong_test(y, sa, sb, ci=cfg.ci)
             boot = stats.paired_bootstrap_ci(
-                y, sa, sb, metrics.auroc, n_boot=cfg.bootstrap, seed=_seed(cfg, "pooled"), ci=cfg.ci
+                y,
+                sa,
+                sb,
+                metrics.auroc,
+                n_boot=cfg.bootstrap,
+                seed=_seed(cfg, "pooled"),
+                ci=cfg.ci,
+                clusters=_clusters(m, cfg),
             )
             out[key] = {
                 "delta_auroc": t["delta"],
@@ -584,6 +644,7 @@ def analyze(inputs: ReportInputs, params: Mapping[str, Any]) -> Analysis:
         "n_val": summary.get("n_val", len(vals[models[0]])),
         "n_test_normal": int((ref["label"] == 0).sum()),
         "n_test_abnormal": int((ref["label"] == 1).sum()),
+        "n_test_patients": int(ref["patient_id"].nunique()) if "patient_id" in ref else None,
     }
     model_metrics = {
         arch: _model_metrics(tests[arch], vals[arch], inputs.maps.get(arch), boxes, cfg)
@@ -595,6 +656,11 @@ def analyze(inputs: ReportInputs, params: Mapping[str, Any]) -> Analysis:
         "models": model_metrics,
         "baselines": base,
         "comparisons": _comparisons(tests, models, cfg),
+        "bootstrap": {
+            "unit": "patient" if _clusters(ref, cfg) is not None else "image",
+            "resamples": cfg.bootstrap,
+            "seed": cfg.seed,
+        },
         "training": _training_metrics(inputs, models),
     }
     return Analysis(
@@ -742,6 +808,13 @@ def _view_operating(an: Analysis) -> str:
     return _table(["view"] + [f"{a} sens / spec" for a in archs], rows)
 
 
+def _resampling(result: Mapping[str, Any]) -> str:
+    """How the bootstrap of a metrics dict resampled, in words."""
+    if (result.get("bootstrap") or {}).get("unit") == "patient":
+        return "whole patients resampled, separately for patients with and without an abnormal film"
+    return "normals and abnormals resampled separately, film by film"
+
+
 def _caveats(an: Analysis) -> list[str]:
     m, data = an.metrics, an.metrics["data"]
     ref = next(iter(an.tests.values()))
@@ -797,13 +870,25 @@ def _caveats(an: Analysis) -> list[str]:
                 "AUROC: part of its pooled performance comes from the view mix."
             )
         out.append(text)
-    if "patient_id" in ref:
-        n_pat = ref["patient_id"].nunique()
-        if n_pat < len(ref):
-            out.append(
-                f"**Images are clustered in patients.** The {len(ref)} test images come from "
-                f"{n_pat} patients; the bootstrap resamples images, so CIs are somewhat too narrow."
+    n_pat = data.get("n_test_patients")
+    if n_pat and n_pat < len(ref):
+        text = (
+            f"**Images are clustered in patients.** The {len(ref)} test images come from "
+            f"{n_pat} patients, and films of one patient are correlated. "
+        )
+        if m["bootstrap"]["unit"] == "patient":
+            text += (
+                "The bootstrap resamples patients with all their films (cluster bootstrap), so "
+                "its intervals account for this. DeLong's intervals and p-values (sections 2 "
+                "and 5) treat films as independent and are somewhat optimistic; where they "
+                "disagree, trust the bootstrap."
             )
+        else:
+            text += (
+                "`report.bootstrap_unit: image` resamples films as if independent, so every "
+                "interval and p-value here is somewhat too narrow."
+            )
+        out.append(text)
     ck = an.config.ci_key
     out += [
         "**Only validation normals set the operating point.** The threshold is the "
@@ -813,8 +898,7 @@ def _caveats(an: Analysis) -> list[str]:
         f"{100 * an.config.target_sensitivity:g} % sensitivity sweep every threshold on the test "
         "labels: they summarise the ranking (like AUROC) and are not achievable operating points.",
         f"**Intervals and multiplicity.** {ck.upper()} intervals are percentile intervals of a "
-        f"stratified bootstrap (B = {an.config.bootstrap}, normals and abnormals resampled "
-        "separately). Holm's correction covers the architecture comparisons only; the subgroup "
+        f"stratified bootstrap (B = {an.config.bootstrap}; {_resampling(m)}). Holm's correction covers the architecture comparisons only; the subgroup "
         "intervals are unadjusted and exploratory, and strata with fewer than "
         f"{an.config.min_stratum} normals or abnormals report no AUROC.",
         "**Baselines are fixed, not fitted.** Mean and standard deviation of intensity count as "
@@ -856,7 +940,7 @@ def render_markdown(an: Analysis, *, samples_figure: str | None = None) -> str:
         f"Source **{data.get('source')}** · models {', '.join(f'`{a}`' for a in models)} · "
         f"{n_test} test images ({data['n_test_normal']} normal, {data['n_test_abnormal']} abnormal) "
         f"· {round(cfg.ci * 100)} % CIs from a stratified bootstrap (B = {cfg.bootstrap}, seed "
-        f"{cfg.seed}).\n"
+        f"{cfg.seed}, {an.metrics['bootstrap']['unit']} level).\n"
     )
     md.append("_Generated by the DVC stage `report` (`python stages/report.py`); do not edit._\n")
 
@@ -1000,7 +1084,7 @@ def render_markdown(an: Analysis, *, samples_figure: str | None = None) -> str:
         )
     )
     md.append(
-        "\nAUROC and AUPRC intervals: stratified bootstrap. F1-max and the sens/spec columns sweep "
+        f"\nAUROC and AUPRC intervals: stratified bootstrap ({_resampling(an.metrics)}). F1-max and the sens/spec columns sweep "
         "all thresholds on the test labels (ranking summaries, not operating points). "
         f"DeLong {ck.upper()} of the AUROC: "
         + "; ".join(
