@@ -7,12 +7,15 @@ reconstructions and of prior samples, the two exp-ELBOs, the embedding loss) and
 MSE of the posterior-mean reconstruction in eval mode -- the quantity the training loop selects
 checkpoints on. One CSV row per record.
 
-    python benchmarks/ra_dynamics.py --steps 1200 --out /tmp/ra_paper.csv
-    python benchmarks/ra_dynamics.py --steps 1200 --set beta_kl=0.25 --set beta_neg=32 \\
-        --out /tmp/ra_matched.csv
+    python benchmarks/ra_dynamics.py --steps 600 --out /tmp/ra_default.csv
+    python benchmarks/ra_dynamics.py --steps 600 --set beta_rec=0.5 --out /tmp/ra_paper_beta.csv
+    python benchmarks/ra_dynamics.py --data /tmp/prepared128 --set channels=[8,16,32,64,64] ...
 
 ``--set key=value`` overrides an ``arch.ra`` constructor kwarg (YAML-parsed value); the others
-come from ``params.yaml`` (or ``--params``).
+come from ``params.yaml`` (or ``--params``). ``--data`` points at another prepared directory
+(``train.npy``/``val.npy``), e.g. one prepared at 128x128 with
+``imgae_dx.data.prepare.prepare_split``. The figures in the ``imgae_dx.models.ra`` docstring
+come from this script.
 """
 
 from __future__ import annotations
