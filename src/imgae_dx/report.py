@@ -270,6 +270,29 @@ def _clusters(df: pd.DataFrame, cfg: ReportConfig) -> np.ndarray | None:
     return None
 
 
+def _boot_ci(
+    y: np.ndarray,
+    s: np.ndarray,
+    metric: Any,
+    cfg: ReportConfig,
+    key: str,
+    clusters: np.ndarray | None,
+) -> list[float]:
+    """The report's bootstrap interval of ``metric``: B, level and unit from ``cfg``, and a
+    seed fixed per stratum ``key`` (so every model and baseline sees the same resamples)."""
+    return list(
+        stats.bootstrap_ci(
+            y,
+            s,
+            metric,
+            n_boot=cfg.bootstrap,
+            seed=_seed(cfg, key),
+            ci=cfg.ci,
+            clusters=clusters,
+        )
+    )
+
+
 def _stratum(
     y: np.ndarray,
     s: np.ndarray,
@@ -287,17 +310,7 @@ def _stratum(
     }
     if n_norm >= cfg.min_stratum and n_abn >= cfg.min_stratum:
         out["auroc"] = metrics.auroc(y, s)
-        out[f"auroc_{cfg.ci_key}"] = list(
-            stats.bootstrap_ci(
-                y,
-                s,
-                metrics.auroc,
-                n_boot=cfg.bootstrap,
-                seed=_seed(cfg, key),
-                ci=cfg.ci,
-                clusters=clusters,
-            )
-        )
+        out[f"auroc_{cfg.ci_key}"] = _boot_ci(y, s, metrics.auroc, cfg, key, clusters)
     if thr is not None and len(y):
         op = metrics.operating_point(y, s, thr)
         out["sensitivity"] = op["sensitivity"] if n_abn else None
@@ -386,38 +399,10 @@ def _model_metrics(
     out: dict[str, Any] = {}
     both = (y == 1).any() and (y == 0).any()
     out["auroc"] = metrics.auroc(y, s) if both else None
-    out[f"auroc_{ck}"] = (
-        list(
-            stats.bootstrap_ci(
-                y,
-                s,
-                metrics.auroc,
-                n_boot=cfg.bootstrap,
-                seed=_seed(cfg, "pooled"),
-                ci=cfg.ci,
-                clusters=g,
-            )
-        )
-        if both
-        else None
-    )
+    out[f"auroc_{ck}"] = _boot_ci(y, s, metrics.auroc, cfg, "pooled", g) if both else None
     out[f"auroc_{ck}_delong"] = list(stats.delong_ci(y, s, cfg.ci)) if both else None
     out["auprc"] = metrics.auprc(y, s) if both else None
-    out[f"auprc_{ck}"] = (
-        list(
-            stats.bootstrap_ci(
-                y,
-                s,
-                metrics.auprc,
-                n_boot=cfg.bootstrap,
-                seed=_seed(cfg, "pooled/auprc"),
-                ci=cfg.ci,
-                clusters=g,
-            )
-        )
-        if both
-        else None
-    )
+    out[f"auprc_{ck}"] = _boot_ci(y, s, metrics.auprc, cfg, "pooled/auprc", g) if both else None
     out["f1_max"] = metrics.f1_max(y, s) if both else None
     out[cfg.sens_key] = metrics.sens_at_spec(y, s, cfg.target_specificity) if both else None
     out[cfg.spec_key] = metrics.spec_at_sens(y, s, cfg.target_sensitivity) if both else None
@@ -516,17 +501,7 @@ def _baselines(
         both = (y == 1).any() and (y == 0).any()
         out[name] = {
             "auroc": metrics.auroc(y, s) if both else None,
-            f"auroc_{cfg.ci_key}": list(
-                stats.bootstrap_ci(
-                    y,
-                    s,
-                    metrics.auroc,
-                    n_boot=cfg.bootstrap,
-                    seed=_seed(cfg, "pooled"),
-                    ci=cfg.ci,
-                    clusters=g,
-                )
-            )
+            f"auroc_{cfg.ci_key}": _boot_ci(y, s, metrics.auroc, cfg, "pooled", g)
             if both
             else None,
             "n_normal": int((y == 0).sum()),
