@@ -33,3 +33,17 @@ def test_write_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError):
         write_json(tmp_path / "m.json", {"auroc": float("nan")})
     assert not (tmp_path / "m.json").exists()
+
+
+def test_save_torch_same_object_same_bytes(tmp_path):
+    import torch
+
+    from imgae_dx.io import save_torch
+
+    obj = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 3}
+    save_torch(tmp_path / "a.pt", obj)
+    save_torch(tmp_path / "b.pt", obj)  # another name, another temporary file
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(
+        torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]["w"], obj["state_dict"]["w"]
+    )

@@ -105,7 +105,10 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        # Through a file object: torch.save names the zip's inner folder after a *path* it is
+        # given (here a random temporary name), which would make equal objects differ in bytes.
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
 
 
 def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
