@@ -29,6 +29,8 @@ import socket
 import threading
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -159,13 +161,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:  # noqa: N802
-        self.server.fake._post(self)
+        with self.server.fake._serving():
+            self.server.fake._post(self)
 
     def do_GET(self) -> None:  # noqa: N802
-        self.server.fake._get(self, head=False)
+        with self.server.fake._serving():
+            self.server.fake._get(self, head=False)
 
     def do_HEAD(self) -> None:  # noqa: N802
-        self.server.fake._get(self, head=True)
+        with self.server.fake._serving():
+            self.server.fake._get(self, head=True)
 
 
 class FakeKaggle:
@@ -195,9 +200,13 @@ class FakeKaggle:
         self.per_file_quota = per_file_quota
         self.chunk = chunk
         self._lock = threading.Lock()
+        # A response reaches the client before its handler logs it, so readers of the counters
+        # first wait for handlers still running (``_settle``); stalled ones do not count.
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self.faults: list[Fault] = []
-        self.log: list[dict[str, Any]] = []
-        self.bytes: Counter[str] = Counter()
+        self._entries: list[dict[str, Any]] = []
+        self._bytes: Counter[str] = Counter()
         self.per_file_calls = 0
         self.release = threading.Event()
         self.stalled = threading.Event()
@@ -257,16 +266,49 @@ class FakeKaggle:
         """Signed URLs handed out so far stop working (403), like expired Cloud Storage links."""
         self._sig = secrets.token_hex(8)
 
-    def reset_counters(self) -> None:
+    @contextmanager
+    def _serving(self) -> Iterator[None]:
         with self._lock:
-            self.log.clear()
-            self.bytes.clear()
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._done_serving()
+
+    def _done_serving(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def _settle(self, timeout: float = 10.0) -> None:
+        """Wait (at most ``timeout`` s) until every request being answered has been logged."""
+        with self._lock:
+            self._idle.wait_for(lambda: self._in_flight <= 0, timeout=timeout)
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        self._settle()
+        with self._lock:
+            return list(self._entries)
+
+    @property
+    def bytes(self) -> Counter[str]:
+        self._settle()
+        with self._lock:
+            return Counter(self._bytes)
+
+    def reset_counters(self) -> None:
+        self._settle()
+        with self._lock:
+            self._entries.clear()
+            self._bytes.clear()
 
     def requests(self, kind: str | None = None, status: int | None = None) -> list[dict[str, Any]]:
+        self._settle()
         with self._lock:
             return [
                 r
-                for r in self.log
+                for r in self._entries
                 if (kind is None or r["kind"] == kind) and (status is None or r["status"] == status)
             ]
 
@@ -302,7 +344,7 @@ class FakeKaggle:
         **extra: Any,
     ) -> None:
         with self._lock:
-            self.log.append(
+            self._entries.append(
                 {
                     "method": h.command,
                     "path": urlsplit(h.path).path,
@@ -315,7 +357,7 @@ class FakeKaggle:
                     **extra,
                 }
             )
-            self.bytes[kind] += nbytes
+            self._bytes[kind] += nbytes
 
     # responses ------------------------------------------------------------------------------
     @staticmethod
@@ -508,7 +550,12 @@ class FakeKaggle:
             h.wfile.flush()
             if fault is not None and fault.action == "stall":
                 self.stalled.set()
-                self.release.wait(timeout=60)
+                self._done_serving()  # a stalled body must not hold up the counters
+                try:
+                    self.release.wait(timeout=60)
+                finally:
+                    with self._lock:
+                        self._in_flight += 1
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
