@@ -261,17 +261,22 @@ def test_training_block_and_undertrained_caveat(built):
     ]
 
 
-def test_bootstrap_unit_image_resamples_films(tmp_path):
+def test_unit_image_treats_films_as_independent(tmp_path):
     root = tmp_path / "p"
     make_fake_pipeline(root)
     inputs = report.load_inputs(root, MODELS)
-    by_image = report.analyze(inputs, _params(bootstrap_unit="image")).metrics
+    by_image = report.analyze(inputs, _params(unit="image")).metrics
     by_patient = report.analyze(inputs, _params()).metrics
-    assert by_image["bootstrap"]["unit"] == "image"
-    assert by_image["models"]["ae"]["auroc"] == by_patient["models"]["ae"]["auroc"]
-    assert by_image["models"]["ae"]["auroc_ci95"] != by_patient["models"]["ae"]["auroc_ci95"]
-    with pytest.raises(ValueError, match="report.bootstrap_unit"):
-        report.analyze(inputs, _params(bootstrap_unit="visit"))
+    assert by_image["bootstrap"]["unit"] == by_image["delong"]["unit"] == "image"
+    assert by_patient["bootstrap"]["unit"] == by_patient["delong"]["unit"] == "patient"
+    ae_i, ae_p = by_image["models"]["ae"], by_patient["models"]["ae"]
+    assert ae_i["auroc"] == ae_p["auroc"]
+    assert ae_i["auroc_ci95"] != ae_p["auroc_ci95"]
+    assert ae_i["auroc_ci95_delong"] != ae_p["auroc_ci95_delong"]
+    ci_i, ci_p = (by["comparisons"]["ae_vs_unet"] for by in (by_image, by_patient))
+    assert ci_i["delta_auroc"] == ci_p["delta_auroc"] and ci_i["p_delong"] != ci_p["p_delong"]
+    with pytest.raises(ValueError, match="report.unit"):
+        report.analyze(inputs, _params(unit="visit"))
 
 
 def test_mean_image_reference_is_chunk_independent():

@@ -39,7 +39,7 @@ BOXES = "data/prepared/boxes.csv"
 SUMMARY = "data/split/summary.json"
 
 VIEW_ORDER = ("PA", "AP")
-BOOTSTRAP_UNITS = ("patient", "image")
+UNITS = ("patient", "image")
 SEX_ORDER = ("M", "F")
 NO_FINDING = "No Finding"
 
@@ -61,7 +61,9 @@ class ReportConfig:
     target_specificity: float = 0.95  # for sens_at_<95>spec
     target_sensitivity: float = 0.95  # for spec_at_<95>sens
     max_pixels: int = 500_000  # pixel-AUROC subsample cap (deterministic)
-    bootstrap_unit: str = "patient"  # patient: resample whole patients (cluster bootstrap) | image
+    # independent unit of every interval and test: patient (cluster bootstrap and clustered
+    # DeLong; films of one patient correlate) | image (films treated as independent)
+    unit: str = "patient"
 
     @classmethod
     def from_params(cls, block: Mapping[str, Any] | None) -> ReportConfig:
@@ -75,8 +77,8 @@ class ReportConfig:
             try:
                 if key == "age_bands":
                     kw[key] = tuple(int(v) for v in val)
-                elif key == "bootstrap_unit":
-                    if val not in BOOTSTRAP_UNITS:
+                elif key == "unit":
+                    if val not in UNITS:
                         raise ValueError
                     kw[key] = str(val)
                 elif key in ("bootstrap", "seed", "min_stratum", "gallery_n", "max_pixels"):
@@ -264,8 +266,9 @@ def _seed(cfg: ReportConfig, key: str) -> int:
 
 
 def _clusters(df: pd.DataFrame, cfg: ReportConfig) -> np.ndarray | None:
-    """Bootstrap clusters of the rows of ``df``: patient IDs, or None to resample images."""
-    if cfg.bootstrap_unit == "patient" and "patient_id" in df:
+    """Clusters of the rows of ``df`` for the bootstrap and DeLong: patient IDs, or None to
+    treat images as independent."""
+    if cfg.unit == "patient" and "patient_id" in df:
         return df["patient_id"].astype(str).to_numpy()
     return None
 
@@ -400,7 +403,7 @@ def _model_metrics(
     both = (y == 1).any() and (y == 0).any()
     out["auroc"] = metrics.auroc(y, s) if both else None
     out[f"auroc_{ck}"] = _boot_ci(y, s, metrics.auroc, cfg, "pooled", g) if both else None
-    out[f"auroc_{ck}_delong"] = list(stats.delong_ci(y, s, cfg.ci)) if both else None
+    out[f"auroc_{ck}_delong"] = list(stats.delong_ci(y, s, cfg.ci, g)) if both else None
     out["auprc"] = metrics.auprc(y, s) if both else None
     out[f"auprc_{ck}"] = _boot_ci(y, s, metrics.auprc, cfg, "pooled/auprc", g) if both else None
     out["f1_max"] = metrics.f1_max(y, s) if both else None
@@ -539,7 +542,8 @@ def _comparisons(
                     "n": len(y),
                 }
                 continue
-            t = stats.delong_test(y, sa, sb, ci=cfg.ci)
+            g = _clusters(m, cfg)
+            t = stats.delong_test(y, sa, sb, ci=cfg.ci, clusters=g)
             boot = stats.paired_bootstrap_ci(
                 y,
                 sa,
@@ -548,7 +552,7 @@ def _comparisons(
                 n_boot=cfg.bootstrap,
                 seed=_seed(cfg, "pooled"),
                 ci=cfg.ci,
-                clusters=_clusters(m, cfg),
+                clusters=g,
             )
             out[key] = {
                 "delta_auroc": t["delta"],
@@ -635,6 +639,12 @@ def analyze(inputs: ReportInputs, params: Mapping[str, Any]) -> Analysis:
             "unit": "patient" if _clusters(ref, cfg) is not None else "image",
             "resamples": cfg.bootstrap,
             "seed": cfg.seed,
+        },
+        "delong": {
+            "unit": "patient" if _clusters(ref, cfg) is not None else "image",
+            "method": "Obuchowski 1997 (clustered)"
+            if _clusters(ref, cfg) is not None
+            else "DeLong 1988",
         },
         "training": _training_metrics(inputs, models),
     }
@@ -853,15 +863,14 @@ def _caveats(an: Analysis) -> list[str]:
         )
         if m["bootstrap"]["unit"] == "patient":
             text += (
-                "The bootstrap resamples patients with all their films (cluster bootstrap), so "
-                "its intervals account for this. DeLong's intervals and p-values (sections 2 "
-                "and 5) treat films as independent and are somewhat optimistic; where they "
-                "disagree, trust the bootstrap."
+                "The bootstrap resamples patients with all their films (cluster bootstrap), and "
+                "DeLong's intervals and p-values (sections 2 and 5) use Obuchowski's clustered "
+                "variance, so both account for this."
             )
         else:
             text += (
-                "`report.bootstrap_unit: image` resamples films as if independent, so every "
-                "interval and p-value here is somewhat too narrow."
+                "`report.unit: image` treats films as independent, so every interval and "
+                "p-value here is somewhat too narrow."
             )
         out.append(text)
     ck = an.config.ci_key
@@ -1163,7 +1172,13 @@ def render_markdown(an: Analysis, *, samples_figure: str | None = None) -> str:
         )
         md.append(
             "\nDeLong's test for correlated ROC curves (DeLong et al. 1988, fast algorithm of "
-            "Sun & Xu 2014); Holm's step-down correction over all pairs.\n"
+            "Sun & Xu 2014)"
+            + (
+                ", with Obuchowski's (1997) clustered variance over patients"
+                if (m.get("delong") or {}).get("unit") == "patient"
+                else ", films treated as independent"
+            )
+            + "; Holm's step-down correction over all pairs.\n"
         )
     else:
         md.append("_Only one model: nothing to compare._\n")

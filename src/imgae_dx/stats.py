@@ -8,8 +8,12 @@
   seeded with ``seed``, so the same seed gives the same interval.
 - Cluster bootstrap (``clusters=``, e.g. patient IDs): whole clusters are resampled, so images
   of one patient, which are correlated, stay together (Field & Welsh 2007, the "cluster
-  bootstrap"); clusters are stratified by whether they hold an abnormal image. DeLong's
-  variance treats images as independent and is optimistic for clustered images.
+  bootstrap"); clusters are stratified by whether they hold an abnormal image.
+- Clustered DeLong (``clusters=`` in the DeLong functions): Obuchowski (1997), Biometrics
+  53:567, "Nonparametric analysis of clustered ROC curve data". The structural components are
+  summed per cluster and their variance taken over clusters, with a normal-abnormal covariance
+  term for clusters holding both. With one image per cluster it is exactly DeLong's estimator;
+  plain DeLong treats images as independent and is optimistic for clustered images.
 - Holm (1979) step-down adjustment for a family of p-values.
 
 Argument order is ``(labels, scores...)`` as in :mod:`imgae_dx.metrics`.
@@ -54,35 +58,76 @@ def delong_placements(
     return auc, v10, v01
 
 
-def delong_covariance(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUROCs (k,) and their DeLong covariance matrix (k, k): S10/m + S01/n."""
+def delong_covariance(
+    labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUROCs (k,) and their covariance matrix (k, k).
+
+    Without ``clusters``: DeLong's S10/m + S01/n. With ``clusters`` (one ID per image, e.g.
+    the patient): Obuchowski's clustered estimator S10/M + S01/N + (S11 + S11ᵀ)/(M N).
+    """
     auc, v10, v01 = delong_placements(labels, scores)
+    k = len(auc)
     m, n = v10.shape[1], v01.shape[1]
-    s10 = np.atleast_2d(np.cov(v10, ddof=1)) if m > 1 else np.zeros((len(auc), len(auc)))
-    s01 = np.atleast_2d(np.cov(v01, ddof=1)) if n > 1 else np.zeros((len(auc), len(auc)))
-    return auc, s10 / m + s01 / n
+    if clusters is None:
+        s10 = np.atleast_2d(np.cov(v10, ddof=1)) if m > 1 else np.zeros((k, k))
+        s01 = np.atleast_2d(np.cov(v01, ddof=1)) if n > 1 else np.zeros((k, k))
+        return auc, s10 / m + s01 / n
+    y = np.asarray(labels).ravel()
+    g = np.asarray(clusters).ravel()
+    if len(g) != len(y):
+        raise ValueError(f"clusters has {len(g)} entries for {len(y)} labels")
+    _, code = np.unique(g, return_inverse=True)
+    n_clusters = int(code.max()) + 1
+    cpos, cneg = code[y == 1], code[y == 0]
+    m_i = np.bincount(cpos, minlength=n_clusters).astype(np.float64)  # abnormal films per cluster
+    n_i = np.bincount(cneg, minlength=n_clusters).astype(np.float64)  # normal films per cluster
+    # per-cluster sums of the structural components, centred: (k, n_clusters)
+    d10 = np.stack([np.bincount(cpos, w, minlength=n_clusters) for w in v10]) - np.outer(auc, m_i)
+    d01 = np.stack([np.bincount(cneg, w, minlength=n_clusters) for w in v01]) - np.outer(auc, n_i)
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    s10 = (d10 @ d10.T) * i10 / ((i10 - 1) * m) if i10 > 1 else np.zeros((k, k))
+    s01 = (d01 @ d01.T) * i01 / ((i01 - 1) * n) if i01 > 1 else np.zeros((k, k))
+    s11 = (d10 @ d01.T) * n_clusters / (n_clusters - 1)
+    return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
 
-def delong_auc_variance(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """(AUROC, its DeLong variance) for one score vector (= pROC's ``var(roc)``)."""
-    auc, cov = delong_covariance(labels, scores)
+def delong_auc_variance(
+    labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(AUROC, its DeLong variance) for one score vector (= pROC's ``var(roc)``); clustered
+    (Obuchowski) when ``clusters`` is given."""
+    auc, cov = delong_covariance(labels, scores, clusters)
     return float(auc[0]), float(cov[0, 0])
 
 
-def delong_ci(labels: np.ndarray, scores: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
+def delong_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    ci: float = 0.95,
+    clusters: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Normal-approximation CI of one AUROC from its DeLong variance, clipped to [0, 1]."""
-    auc, var = delong_auc_variance(labels, scores)
+    auc, var = delong_auc_variance(labels, scores, clusters)
     half = sps.norm.ppf(0.5 + ci / 2.0) * np.sqrt(var)
     return float(max(0.0, auc - half)), float(min(1.0, auc + half))
 
 
-def delong_test(labels: np.ndarray, s1: np.ndarray, s2: np.ndarray, *, ci: float = 0.95) -> dict:
+def delong_test(
+    labels: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    *,
+    ci: float = 0.95,
+    clusters: np.ndarray | None = None,
+) -> dict:
     """DeLong's test for two correlated ROC curves (same images, two scores).
 
     Returns ``auc1, auc2, delta (= auc1 - auc2), se, z, p`` (two-sided) and ``delta_ci``
-    (normal approximation). Identical curves give z = 0, p = 1 (as pROC).
+    (normal approximation). Identical curves give z = 0, p = 1 (as pROC). With ``clusters``
+    the variance of the difference is Obuchowski's clustered one.
     """
-    auc, cov = delong_covariance(labels, np.vstack([np.ravel(s1), np.ravel(s2)]))
+    auc, cov = delong_covariance(labels, np.vstack([np.ravel(s1), np.ravel(s2)]), clusters)
     delta = float(auc[0] - auc[1])
     var = float(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1])
     se = float(np.sqrt(max(var, 0.0)))
