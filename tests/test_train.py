@@ -241,3 +241,50 @@ def test_training_keys_are_reserved_in_the_registry() -> None:
     not_hyper |= {"deterministic", "desc"}
     hyper = set(inspect.signature(train_model).parameters) - not_hyper
     assert hyper <= RESERVED_KEYS, hyper - RESERVED_KEYS
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_cuda_numerics_emulated_on_cpu(name: str, data, monkeypatch) -> None:
+    """The CUDA path's numerics — bf16 autocast and channels-last tensors and weights — run
+    on CPU, so a model that breaks under them (a ``.view`` on a channels-last tensor, a dtype
+    mismatch in a hand-written step, a loss that overflows or stops learning in bf16) fails
+    here without a GPU."""
+    import imgae_dx.train as train_mod
+
+    entered = []
+
+    def bf16_factory(device, enabled=True):
+        def factory():
+            entered.append(enabled)
+            return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+        return factory
+
+    def always_channels_last(obj, device):
+        if isinstance(obj, torch.Tensor):
+            return obj.contiguous(memory_format=torch.channels_last) if obj.dim() == 4 else obj
+        return obj.to(memory_format=torch.channels_last)
+
+    monkeypatch.setattr(train_mod, "autocast_factory", bf16_factory)
+    monkeypatch.setattr(train_mod, "to_channels_last", always_channels_last)
+    model = tiny(name)
+    start = validation_loss(model, data[1], device="cpu", amp=False)
+    entered.clear()
+    lr = 3e-3 if name == "ra" else 1e-2
+    res = train_model(
+        model, *data, epochs=8, batch_size=8, lr=lr, seed=0, device="cpu", grad_clip=5.0
+    )
+    assert entered and all(entered)  # the steps really ran under bf16 autocast
+    assert np.isfinite(res.history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert res.best_val_loss < 0.75 * start, (start, res.history["val_loss"].tolist())
+    # Weights stay float32 (autocast casts per op); 4-D conv weights were made channels-last.
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    convs = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    # bf16 reconstructions agree with float32 ones to bf16 precision.
+    x = torch.from_numpy(data[1][:4, None].astype(np.float32) / 255.0)
+    with torch.no_grad():
+        ref = model(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(always_channels_last(x, None)).float()
+    assert low.shape == ref.shape and (low - ref).abs().max() < 0.05
