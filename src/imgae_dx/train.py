@@ -49,6 +49,7 @@ from imgae_dx.progress import progress
 
 __all__ = [
     "SCHEDULERS",
+    "TIMING_COLUMNS",
     "TrainResult",
     "images_to_tensor",
     "lr_factor",
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 SCHEDULERS = ("cosine", "none", "multistep")
 CHECKPOINT_FORMAT = "imgae_dx.train/2"
 BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s"]
+TIMING_COLUMNS = ("seconds", "images_per_s")  # wall clock: differ from run to run
 
 
 @dataclass
