@@ -10,6 +10,10 @@ checkpoints on. One CSV row per record.
     python benchmarks/ra_dynamics.py --steps 600 --out /tmp/ra_default.csv
     python benchmarks/ra_dynamics.py --steps 600 --set beta_rec=0.5 --out /tmp/ra_paper_beta.csv
     python benchmarks/ra_dynamics.py --data /tmp/prepared128 --set channels=[8,16,32,64,64] ...
+    # the paper's widths (README, "Paper-size preset"; ~10 s a step on two cores):
+    python benchmarks/ra_dynamics.py --data /tmp/prepared128 --steps 200 --eval-every 40 \
+        --batch-size 8 --lr 5e-5 --grad-clip 0 --threads 2 --set channels=[64,128,256,512,512] \
+        --set latent_dim=128 --set beta_rec=0.5 --out /tmp/ra_paper_widths.csv
 
 ``--set key=value`` overrides an ``arch.ra`` constructor kwarg (YAML-parsed value); the others
 come from ``params.yaml`` (or ``--params``). ``--data`` points at another prepared directory
