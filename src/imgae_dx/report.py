@@ -630,21 +630,17 @@ def analyze(inputs: ReportInputs, params: Mapping[str, Any]) -> Analysis:
         for arch in models
     }
     base, base_scores = _baselines(inputs, ref, cfg)
+    clustered = _clusters(ref, cfg) is not None
+    unit = "patient" if clustered else "image"
     result = {
         "data": data,
         "models": model_metrics,
         "baselines": base,
         "comparisons": _comparisons(tests, models, cfg),
-        "bootstrap": {
-            "unit": "patient" if _clusters(ref, cfg) is not None else "image",
-            "resamples": cfg.bootstrap,
-            "seed": cfg.seed,
-        },
+        "bootstrap": {"unit": unit, "resamples": cfg.bootstrap, "seed": cfg.seed},
         "delong": {
-            "unit": "patient" if _clusters(ref, cfg) is not None else "image",
-            "method": "Obuchowski 1997 (clustered)"
-            if _clusters(ref, cfg) is not None
-            else "DeLong 1988",
+            "unit": unit,
+            "method": "Obuchowski 1997 (clustered)" if clustered else "DeLong 1988",
         },
         "training": _training_metrics(inputs, models),
     }
