@@ -249,6 +249,7 @@ def test_cuda_numerics_emulated_on_cpu(name: str, data, monkeypatch) -> None:
     on CPU, so a model that breaks under them (a ``.view`` on a channels-last tensor, a dtype
     mismatch in a hand-written step, a loss that overflows or stops learning in bf16) fails
     here without a GPU."""
+    import imgae_dx.device
     import imgae_dx.train as train_mod
 
     entered = []
@@ -260,13 +261,9 @@ def test_cuda_numerics_emulated_on_cpu(name: str, data, monkeypatch) -> None:
 
         return factory
 
-    def always_channels_last(obj, device):
-        if isinstance(obj, torch.Tensor):
-            return obj.contiguous(memory_format=torch.channels_last) if obj.dim() == 4 else obj
-        return obj.to(memory_format=torch.channels_last)
-
     monkeypatch.setattr(train_mod, "autocast_factory", bf16_factory)
-    monkeypatch.setattr(train_mod, "to_channels_last", always_channels_last)
+    # the real conversion, told that this device is one where channels-last pays off
+    monkeypatch.setattr(imgae_dx.device, "uses_channels_last", lambda device: True)
     model = tiny(name)
     start = validation_loss(model, data[1], device="cpu", amp=False)
     entered.clear()
@@ -286,5 +283,5 @@ def test_cuda_numerics_emulated_on_cpu(name: str, data, monkeypatch) -> None:
     with torch.no_grad():
         ref = model(x).float()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = model(always_channels_last(x, None)).float()
+            low = model(to_channels_last(x, torch.device("cpu"))).float()
     assert low.shape == ref.shape and (low - ref).abs().max() < 0.05

@@ -268,16 +268,15 @@ class FakeKaggle:
 
     @contextmanager
     def _serving(self) -> Iterator[None]:
-        with self._lock:
-            self._in_flight += 1
+        self._count_serving(+1)
         try:
             yield
         finally:
-            self._done_serving()
+            self._count_serving(-1)
 
-    def _done_serving(self) -> None:
+    def _count_serving(self, delta: int) -> None:
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight += delta
             self._idle.notify_all()
 
     def _settle(self, timeout: float = 10.0) -> None:
@@ -550,12 +549,11 @@ class FakeKaggle:
             h.wfile.flush()
             if fault is not None and fault.action == "stall":
                 self.stalled.set()
-                self._done_serving()  # a stalled body must not hold up the counters
+                self._count_serving(-1)  # a stalled body must not hold up the counters
                 try:
                     self.release.wait(timeout=60)
                 finally:
-                    with self._lock:
-                        self._in_flight += 1
+                    self._count_serving(+1)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
