@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from imgae_dx.config import load_params, model_args
+from imgae_dx.config import load_params
 from imgae_dx.models import build_model
 from imgae_dx.train import images_to_tensor
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
-    kwargs = model_args(params, "ra")
+    kwargs = params.model_args("ra")
     for item in args.set:
         key, _, value = item.partition("=")
         kwargs[key] = yaml.safe_load(value)

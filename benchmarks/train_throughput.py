@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
+from imgae_dx.config import load_params
 from imgae_dx.device import autocast_factory, describe_device, resolve_device, to_channels_last
-from imgae_dx.models import build_model, list_models, model_kwargs_schema
+from imgae_dx.models import build_model, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,10 +34,10 @@ def preset_kwargs(name: str, preset: str, paper: Path) -> tuple[dict, int | None
     """(constructor kwargs, image size or None) of a preset."""
     if preset == "default":
         return {}, None
-    cfg = yaml.safe_load(paper.read_text(encoding="utf-8"))
-    schema = model_kwargs_schema(name)
-    block = cfg["arch"].get(name) or {}
-    return {k: v for k, v in block.items() if k in schema}, int(cfg["data"]["image_size"])
+    params = load_params(ROOT / "params.yaml", overlay=paper)
+    kwargs = params.model_args(name) if name in params.arch else {}
+    kwargs.pop("image_size", None)
+    return kwargs, params.data.image_size
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:

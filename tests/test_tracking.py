@@ -3,7 +3,8 @@ from __future__ import annotations
 import sqlite3
 
 from imgae_dx import tracking
-from imgae_dx.config import repo_root
+from imgae_dx.paths import repo_root
+from tests.conftest import make_params
 
 
 def test_repo_root_inside_a_queued_experiment_copy(tmp_path):
@@ -24,7 +25,7 @@ def test_run_logs_stage_tags_params_and_metrics_without_secrets(monkeypatch, tmp
     db = tmp_path / "m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setenv("DVC_EXP_NAME", "exp-x")
-    params = {"mlflow": {"enabled": True, "experiment": "t"}, "data": {"source": "synthetic"}}
+    params = make_params(mlflow={"enabled": True, "experiment": "t"})
     with tracking.start_run("train@ae", params) as run:
         assert run.active
         run.log_params({"train": {"lr": 0.001}, "kaggle": {"api_token": "SECRET123"}})
@@ -43,7 +44,7 @@ def test_run_logs_stage_tags_params_and_metrics_without_secrets(monkeypatch, tmp
 def test_disabled_tracking_writes_nothing(monkeypatch, tmp_path):
     db = tmp_path / "m.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
-    with tracking.start_run("report", {"mlflow": {"enabled": False}}) as run:
+    with tracking.start_run("report", make_params(mlflow={"enabled": False})) as run:
         assert not run.active
         run.log_metrics({"auroc": 0.5})
     assert not db.exists()

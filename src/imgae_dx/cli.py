@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from imgae_dx import paths
+from imgae_dx.config import Params, load_params
+
 
 def overlay_args(overlay: Mapping[str, Any], prefix: str = "") -> list[str]:
     """``{"arch": {"ra": {"latent_dim": 128}}}`` → ``["-S", "arch.ra.latent_dim=128"]``."""
@@ -35,18 +38,17 @@ def overlay_args(overlay: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def param_counts(image_size: int, params_file: str | None) -> list[tuple[str, int]]:
-    from imgae_dx.config import model_args
-    from imgae_dx.models import build_model, list_models
+def param_counts(params: Params, image_size: int | None = None) -> list[tuple[str, int]]:
+    """Parameter count of every registered architecture under ``params`` (its ``arch`` blocks;
+    defaults for an architecture without one) at ``image_size`` (default: ``data.image_size``)."""
+    from imgae_dx.models import build_model, list_models, model_takes_image_size
 
+    size = image_size or params.data.image_size
     rows = []
-    params = yaml.safe_load(Path(params_file).read_text()) if params_file else None
     for name in list_models():
-        if params is not None and name in (params.get("arch") or {}):
-            p = {"arch": params["arch"], "data": {"image_size": image_size}}
-            kwargs = model_args(p, name)
-        else:
-            kwargs = {"image_size": image_size}
+        kwargs = params.model_args(name) if name in params.arch else {}
+        if model_takes_image_size(name):
+            kwargs["image_size"] = size
         model = build_model(name, **kwargs)
         rows.append((name, sum(p.numel() for p in model.parameters())))
     return rows
@@ -108,24 +110,71 @@ def check_training(
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
+def _check_training(args: argparse.Namespace) -> int:
+    result = json.loads(Path(args.metrics).read_text())
+    problems = check_training(result, args.max_over_initial, args.max_over_reference)
+    for p in problems:
+        print(f"UNDERTRAINED {p}")
+    if not problems:
+        for arch, m in (result.get("training") or {}).get("models", {}).items():
+            print(
+                f"{arch:6s} val loss {m['initial_val_loss']:.4g} -> {m['best_val_loss']:.4g} "
+                f"(x{m['best_over_initial']:.3f}; x{m['best_over_reference']:.3f} of mean image)"
+            )
+    return 1 if problems else 0
+
+
+def _check_metrics(args: argparse.Namespace) -> int:
+    committed = json.loads(Path(args.committed).read_text())
+    current = json.loads(Path(args.current).read_text())
+    problems = compare_metrics(committed, current, args.tolerance)
+    for p in problems:
+        print(f"MISMATCH {p}")
+    if not problems:
+        n = len(committed.get("models") or {})
+        print(f"reproduced metrics match the committed ones ({n} models, tolerance {args.tolerance})")
+    return 1 if problems else 0
+
+
+def _preset_args(args: argparse.Namespace) -> int:
+    overlay = yaml.safe_load(Path(args.overlay).read_text()) or {}
+    print(" ".join(shlex.quote(a) for a in overlay_args(overlay)))
+    return 0
+
+
+def _param_counts(args: argparse.Namespace) -> int:
+    params = load_params(overlay=args.params)
+    size = args.image_size or params.data.image_size
+    for name, n in param_counts(params, size):
+        print(f"{name:6s} {n:>12,d}  ({size}x{size})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="imgae-dx", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("preset-args", help="print `-S key=value` arguments for `dvc exp run`")
     p.add_argument("overlay", help="a params overlay, e.g. configs/paper.yaml")
+    p.set_defaults(run=_preset_args)
     c = sub.add_parser("param-counts", help="parameter count of each architecture")
-    c.add_argument("--params", default="params.yaml", help="params file whose arch blocks to use")
     c.add_argument(
-        "--image-size", type=int, default=None, help="default: data.image_size of --params"
+        "--params",
+        default=None,
+        help="an overlay such as configs/paper.yaml, applied over params.yaml (default: none)",
     )
+    c.add_argument(
+        "--image-size", type=int, default=None, help="default: data.image_size of the params"
+    )
+    c.set_defaults(run=_param_counts)
     d = sub.add_parser("check-metrics", help="compare reproduced metrics with a committed copy")
     d.add_argument("committed", help="the committed metrics.json (e.g. from `git show HEAD:...`)")
-    d.add_argument("current", nargs="?", default="reports/metrics.json")
+    d.add_argument("current", nargs="?", default=str(paths.METRICS))
     d.add_argument("--tolerance", type=float, default=0.0, help="allowed |Δ| of AUROC/AUPRC")
+    d.set_defaults(run=_check_metrics)
     t = sub.add_parser(
         "check-training", help="fail if a model's validation loss did not fall well below its start"
     )
-    t.add_argument("metrics", nargs="?", default="reports/metrics.json")
+    t.add_argument("metrics", nargs="?", default=str(paths.METRICS))
     t.add_argument(
         "--max-over-initial",
         type=float,
@@ -138,40 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1.0,
         help="selected / mean-image validation loss must stay below this",
     )
-    args = ap.parse_args(argv)
-    if args.cmd == "check-training":
-        result = json.loads(Path(args.metrics).read_text())
-        problems = check_training(result, args.max_over_initial, args.max_over_reference)
-        for p in problems:
-            print(f"UNDERTRAINED {p}")
-        if not problems:
-            for arch, m in (result.get("training") or {}).get("models", {}).items():
-                print(
-                    f"{arch:6s} val loss {m['initial_val_loss']:.4g} -> {m['best_val_loss']:.4g} "
-                    f"(x{m['best_over_initial']:.3f}; x{m['best_over_reference']:.3f} of mean image)"
-                )
-        return 1 if problems else 0
-    if args.cmd == "check-metrics":
-        committed = json.loads(Path(args.committed).read_text())
-        current = json.loads(Path(args.current).read_text())
-        problems = compare_metrics(committed, current, args.tolerance)
-        for p in problems:
-            print(f"MISMATCH {p}")
-        if not problems:
-            n = len(committed.get("models") or {})
-            print(
-                f"reproduced metrics match the committed ones ({n} models, tolerance {args.tolerance})"
-            )
-        return 1 if problems else 0
-    if args.cmd == "preset-args":
-        overlay = yaml.safe_load(Path(args.overlay).read_text()) or {}
-        print(" ".join(shlex.quote(a) for a in overlay_args(overlay)))
-    else:
-        params = yaml.safe_load(Path(args.params).read_text())
-        size = args.image_size or params["data"]["image_size"]
-        for name, n in param_counts(size, args.params):
-            print(f"{name:6s} {n:>12,d}  ({size}x{size})")
-    return 0
+    t.set_defaults(run=_check_training)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -1,228 +1,526 @@
-"""params.yaml: loading and validation.
+"""params.yaml: one typed schema, loaded once through :func:`load_params`.
 
-Every error names the offending key (``data.image_size``, ``arch.unet.depth``...), so a typo
-in ``dvc exp run -S`` fails at once with a message that says what to fix. The blocks that are
-function kwargs (``arch.<name>``, ``data.synthetic``, ``data.kaggle``, ``data.local``) are checked
-against the signature of the function that receives them.
+Every block of ``params.yaml`` is a pydantic model below: its defaults, types, ranges and
+allowed keys live here and nowhere else (``docs/architecture.md``, "Parameters"). Two blocks
+are derived rather than written out, so that they cannot drift from the code that receives
+them:
+
+- ``arch.<name>``: the keyword arguments of the registered model's constructor
+  (:mod:`imgae_dx.models.registry`; types from its annotations), plus any ``train`` key of
+  :data:`TRAIN_OVERRIDE_KEYS` to override for that architecture alone;
+- nothing else: the ``train``, ``score``, ``report``, ``mlflow`` and ``data.*`` blocks are the
+  models :class:`TrainParams`, :class:`ScoreParams`, :class:`ReportParams`,
+  :class:`MlflowParams`, :class:`DataParams`, :class:`SyntheticParams`,
+  :class:`KaggleParams` and :class:`LocalParams`, which the library functions take as they are.
+
+Validation is strict (``"64"`` is not an int, ``true`` is not a number) and every error is one
+:class:`ConfigError` naming the key, e.g.
+``params.yaml: arch.ae.latent_dims: unknown key (did you mean 'latent_dim'?) (...)``.
 """
 
 from __future__ import annotations
 
-import inspect
+import difflib
 import os
-from collections.abc import Callable, Mapping
+import re
+import typing
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from imgae_dx.data import nih
 
 PARAMS_FILE = "params.yaml"
-SOURCES = ("synthetic", "kaggle", "local")
 
-#: Keys of ``train`` that an ``arch.<name>`` block may override for that architecture alone
-#: (e.g. ``dvc exp run -S arch.ra.lr=5e-5``); every other key of the block is a constructor kwarg.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 20,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "patience": 5,
-    "min_delta": 0.0,
-    "grad_clip": 1.0,
-    "scheduler": "cosine",
-    "warmup_epochs": 0.0,
-    "milestones": [],
-    "lr_gamma": 0.1,
-    "min_lr_ratio": 0.0,
-    "val_batch_size": None,
-    "max_train_batches_per_epoch": None,
-    "device": "auto",
-    "amp": True,
-    "resume": True,
-    "num_threads": None,
-}
-#: Machine/run settings that stay global; every other ``train`` key may be overridden per
-#: architecture inside its ``arch.<name>`` block.
-_GLOBAL_TRAIN_KEYS = ("device", "amp", "resume", "num_threads")
-TRAIN_OVERRIDE_KEYS = tuple(k for k in TRAIN_DEFAULTS if k not in _GLOBAL_TRAIN_KEYS)
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+OpenUnit = Annotated[float, Field(gt=0, lt=1)]
 
 
 class ConfigError(ValueError):
-    """A parameter is missing, unknown or of the wrong type; the message names the key."""
+    """A parameter is missing, unknown or invalid; the message names the key and the fix."""
 
 
-def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
-    """Read and validate ``params.yaml``; returns the plain nested dict."""
+def _custom(message: str) -> PydanticCustomError:
+    """A validation error whose text is ``message`` verbatim (it names the key itself)."""
+    return PydanticCustomError("imgae_dx", "{message}", {"message": message})
+
+
+class _Block(BaseModel):
+    """A params block: unknown keys are errors, types are strict, values never change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---- data ----------------------------------------------------------------------------------------
+class SyntheticParams(_Block):
+    """``data.synthetic``: the NIH-format phantom dataset (:func:`...sources.synthetic.generate`)."""
+
+    n_patients: PositiveInt = 1900  # IDs spread over 1..30805, so images fall into all shards
+    image_size: Annotated[int, Field(ge=32)] = 256  # PNG side (the real files are 1024²)
+    seed: int = 0
+    prevalence: Probability = 0.47  # fraction of images with at least one finding
+    difficulty: Probability = 0.35  # 0 = lesions mostly obvious .. 1 = mostly subtle
+    test_fraction: Fraction = 0.2  # fraction of patients in test_list.txt
+    followups: Annotated[float, Field(ge=1)] = 3.4  # mean images per patient (NIH: 3.6)
+    workers: PositiveInt | None = None  # rendering processes; None: all usable cores
+
+
+class KaggleParams(_Block):
+    """``data.kaggle``: the Kaggle mirror (:func:`...sources.kaggle.fetch`). Never credentials."""
+
+    dataset: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$", description="'<owner>/<dataset>'"
+        ),
+    ] = "nih-chest-xrays/data"
+    endpoint: Annotated[str, Field(pattern=r"^https?://", description="an http(s) URL")] | None = (
+        None  # API base URL override (mirrors, tests); None: Kaggle's
+    )
+    version: PositiveInt | None = None  # dataset version; None: latest
+    method: Literal["auto", "zip", "files"] = "auto"
+    workers: PositiveInt = 4  # concurrent transfers
+    files_max: NonNegInt = 50  # `auto` downloads one by one up to this many images
+    max_retries: NonNegInt = 8
+    max_backoff: NonNegFloat = 60.0  # seconds
+    timeout: Annotated[float, Field(gt=0)] = 60.0  # seconds per read
+
+
+class LocalParams(_Block):
+    """``data.local``: an NIH download already on disk (:func:`...sources.local.fetch`)."""
+
+    root: str | None = None  # Kaggle layout or official archives
+    link: Literal["auto", "hardlink", "reflink", "copy"] = "auto"
+
+
+class DataParams(_Block):
+    """``data``: where the images come from and how they are split and sized."""
+
+    source: Literal["synthetic", "kaggle", "local"]
+    shards: str | list[str | int]  # 'all' or a list of images_001 .. images_012
+    views: list[Literal["PA", "AP"]]
+    image_size: int  # pixels fed to the models: a multiple of 16
+    val_fraction: Fraction  # of training patients, normals only (label-free model selection)
+    test_fraction: Fraction  # of patients, only when the mirror has no test_list.txt
+    max_train: PositiveInt | None = None  # caps (images, sampled with `seed`); None: no cap
+    max_val: PositiveInt | None = None
+    max_test_normal: PositiveInt | None = None
+    max_test_abnormal: PositiveInt | None = None
+    kaggle: KaggleParams = KaggleParams()
+    local: LocalParams = LocalParams()
+    synthetic: SyntheticParams = SyntheticParams()
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _shards(cls, v: Any) -> Any:
+        try:
+            nih.normalize_shards(v)
+        except (ValueError, TypeError) as e:
+            raise _custom(str(e)) from None
+        return v
+
+    @field_validator("views")
+    @classmethod
+    def _views(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise _custom(f"data.views: expected a non-empty list of {list(nih.VIEWS)}, got {v!r}")
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, v: int) -> int:
+        if v < 16 or v % 16:
+            raise _custom(f"data.image_size: expected a multiple of 16 ≥ 16, got {v}")
+        return v
+
+    @property
+    def shard_list(self) -> list[str]:
+        """The shards as sorted canonical names (``images_001`` ...)."""
+        return nih.normalize_shards(self.shards)
+
+    def source_params(self) -> SyntheticParams | KaggleParams | LocalParams:
+        """The block of the selected source (``data.<source>``)."""
+        return getattr(self, self.source)
+
+
+# ---- training ------------------------------------------------------------------------------------
+class TrainParams(_Block):
+    """``train``: the training loop's settings (:func:`imgae_dx.train.train_model`).
+
+    Every key but :data:`GLOBAL_TRAIN_KEYS` may be overridden per architecture inside its
+    ``arch.<name>`` block (e.g. ``arch.ra.lr``).
+    """
+
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 64
+    lr: NonNegFloat = 1e-3
+    weight_decay: NonNegFloat = 0.0
+    patience: PositiveInt | None = 5  # epochs without val improvement before stopping; None: never
+    min_delta: NonNegFloat = 0.0  # an improvement must exceed this
+    grad_clip: NonNegFloat | None = 1.0  # max gradient norm; None or 0: no clipping
+    scheduler: Literal["cosine", "none", "multistep"] = "cosine"
+    warmup_epochs: NonNegFloat = 0.0  # linear warm-up (all schedulers)
+    milestones: list[NonNegInt] = []  # multistep: epochs at which lr *= lr_gamma
+    lr_gamma: Annotated[float, Field(gt=0)] = 0.1
+    min_lr_ratio: Probability = 0.0  # cosine: final lr / base lr
+    val_batch_size: PositiveInt | None = None  # None: 2 x batch_size
+    max_train_batches_per_epoch: PositiveInt | None = None  # cap (quick runs, tests)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # bf16 autocast on CUDA (no effect elsewhere)
+    resume: bool = True  # continue an interrupted run from models/.resume (same settings only)
+    num_threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v.strip().lower()):
+            raise _custom(
+                f"train.device: unknown device {v!r} (valid: auto, cpu, cuda, cuda:<index>, mps)"
+            )
+        return v
+
+
+#: Machine and run settings that stay global (not overridable in ``arch.<name>``).
+GLOBAL_TRAIN_KEYS: tuple[str, ...] = ("device", "amp", "resume", "num_threads")
+#: ``train`` keys an ``arch.<name>`` block may override for that architecture alone.
+TRAIN_OVERRIDE_KEYS: tuple[str, ...] = tuple(
+    k for k in TrainParams.model_fields if k not in GLOBAL_TRAIN_KEYS
+)
+
+
+# ---- scoring and report --------------------------------------------------------------------------
+class ScoreParams(_Block):
+    """``score``: anomaly maps and image scores (:mod:`imgae_dx.inference`)."""
+
+    map: Literal["auto", "sq", "abs", "ssim", "clahe", "ra"] = "auto"  # auto: the model's own
+    saliency: Literal["ssim", "features", "lpips"] = "ssim"  # of the RA map
+    smooth_sigma: NonNegFloat = 0.0
+    reduce: Annotated[
+        str,
+        Field(
+            pattern=r"^(mean|max|p(100(\.0+)?|\d{1,2}(\.\d+)?))$",
+            description="mean, max or a percentile pNN (e.g. p99)",
+        ),
+    ] = "mean"
+    clahe_tiles: PositiveInt = 8
+    clahe_clip: float = 2.0  # <= 0: no clipping
+    batch_size: PositiveInt = 128
+    lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
+    lpips_backbone_weights: str | None = None
+    lpips_net: Literal["alex", "vgg"] = "alex"
+
+
+class ReportParams(_Block):
+    """``report``: statistics and figures of the report stage (:mod:`imgae_dx.report`)."""
+
+    bootstrap: PositiveInt = 1000  # resamples per interval
+    unit: Literal["patient", "image"] = "patient"  # independent unit of intervals and tests
+    seed: int = 0
+    ci: OpenUnit = 0.95
+    threshold_percentile: Annotated[float, Field(ge=0, le=100)] = 95.0  # of val normals
+    age_bands: list[int] = [0, 30, 45, 60, 75, 200]  # [lo, hi) edges
+    min_stratum: PositiveInt = 10  # fewer normals or abnormals: the stratum reports null
+    gallery_n: NonNegInt = 2
+    target_specificity: OpenUnit = 0.95
+    target_sensitivity: OpenUnit = 0.95
+    max_pixels: Annotated[int, Field(ge=2)] = 500_000  # pixel-AUROC subsample cap
+
+    @field_validator("age_bands")
+    @classmethod
+    def _bands(cls, v: list[int]) -> list[int]:
+        if len(v) < 2 or any(b <= a for a, b in zip(v, v[1:])):
+            raise _custom(f"report.age_bands: expected >= 2 increasing edges, got {v!r}")
+        return v
+
+    @property
+    def ci_key(self) -> str:
+        """``ci95`` at the default level: the suffix of every interval key in metrics.json."""
+        return f"ci{round(self.ci * 100):d}"
+
+    @property
+    def sens_key(self) -> str:
+        return f"sens_at_{round(self.target_specificity * 100):d}spec"
+
+    @property
+    def spec_key(self) -> str:
+        return f"spec_at_{round(self.target_sensitivity * 100):d}sens"
+
+
+class MlflowParams(_Block):
+    """``mlflow``: optional run logging; never changes an output, so no stage declares it."""
+
+    enabled: bool = True
+    experiment: str = "imgae-dx"
+
+
+# ---- architectures -------------------------------------------------------------------------------
+@cache
+def arch_block_model(name: str) -> type[_Block]:
+    """The schema of ``arch.<name>``: the constructor's kwargs (types from its annotations,
+    ``image_size`` excepted: it comes from ``data.image_size``) plus the training overrides."""
+    from imgae_dx.models.registry import PIPELINE_KWARGS, constructor_params, get_model_class
+
+    cls = get_model_class(name)
+    hints = typing.get_type_hints(cls.__init__)
+    fields: dict[str, Any] = {}
+    for pname, p in constructor_params(cls).items():
+        if pname not in PIPELINE_KWARGS:
+            fields[pname] = (hints.get(pname, Any), p.default)
+    for key in TRAIN_OVERRIDE_KEYS:
+        fields[key] = (TrainParams.model_fields[key].annotation, None)
+    return create_model(f"arch.{name}", __base__=_Block, **fields)
+
+
+def _constructor_keys(name: str) -> list[str]:
+    return [k for k in arch_block_model(name).model_fields if k not in TRAIN_OVERRIDE_KEYS]
+
+
+# ---- the whole file ------------------------------------------------------------------------------
+class Params(_Block):
+    """The validated ``params.yaml``. Load it with :func:`load_params`."""
+
+    seed: int
+    data: DataParams
+    models: list[str]  # architectures to train, score and report
+    arch: dict[str, Any] = {}  # arch.<name>: see arch_block_model
+    train: TrainParams
+    score: ScoreParams = ScoreParams()
+    report: ReportParams = ReportParams()
+    mlflow: MlflowParams = MlflowParams()
+
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list[str]) -> list[str]:
+        from imgae_dx.models import list_models
+
+        if not v:
+            raise _custom("models: expected a non-empty list of architecture names")
+        if len(set(v)) != len(v):
+            raise _custom(f"models: duplicate entries in {v}")
+        known = list_models()
+        for m in v:
+            if m not in known:
+                raise _custom(
+                    f"models: unknown architecture {m!r}{_did_you_mean(m, known)} "
+                    f"(valid: {', '.join(known)})"
+                )
+        return v
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch(cls, v: Any) -> dict[str, Any]:
+        from imgae_dx.models import list_models
+
+        if v is None:
+            return {}
+        if not isinstance(v, Mapping):
+            raise _custom(f"arch: expected a mapping of architecture blocks, got {v!r}")
+        known = list_models()
+        out = {}
+        for name, block in v.items():
+            if name not in known:
+                raise _custom(
+                    f"arch.{name}: unknown architecture{_did_you_mean(name, known)} "
+                    f"(valid: {', '.join(known)})"
+                )
+            if block is None:
+                block = {}
+            if not isinstance(block, Mapping):
+                raise _custom(f"arch.{name}: expected a mapping, got {block!r}")
+            try:
+                out[name] = arch_block_model(name).model_validate(dict(block))
+            except ValidationError as e:
+                raise _custom(_describe(e, prefix=f"arch.{name}")) from None
+        return out
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        for m in self.models:
+            if m not in self.arch:
+                raise _custom(
+                    f"arch.{m}: missing (every entry of `models` needs its block, {{}} for defaults)"
+                )
+        if self.score.saliency == "lpips" and not self.score.lpips_weights:
+            if any(self.score_map(m) == "ra" for m in self.models):
+                raise _custom(
+                    "score.saliency: 'lpips' needs score.lpips_weights (a local LPIPS .pth file; "
+                    "nothing is downloaded), or use 'ssim' or 'features'"
+                )
+        return self
+
+    # -- what the stages read ----------------------------------------------------------------
+    def model_args(self, arch: str) -> dict[str, Any]:
+        """Constructor kwargs of ``arch``: the keys its block sets (in constructor order), plus
+        ``image_size`` from ``data.image_size`` when the constructor takes it."""
+        from imgae_dx.models.registry import model_takes_image_size
+
+        block = self.arch[arch]
+        kwargs = {
+            k: getattr(block, k) for k in _constructor_keys(arch) if k in block.model_fields_set
+        }
+        if model_takes_image_size(arch):
+            kwargs["image_size"] = self.data.image_size
+        return kwargs
+
+    def train_for(self, arch: str) -> TrainParams:
+        """``train`` with the overrides of ``arch.<arch>`` applied."""
+        block = self.arch[arch]
+        overrides = {
+            k: getattr(block, k) for k in TRAIN_OVERRIDE_KEYS if k in block.model_fields_set
+        }
+        return self.train.model_copy(update=overrides)
+
+    def score_map(self, arch: str) -> str:
+        """The anomaly map ``score@<arch>`` computes: ``score.map``, or the model's own for auto."""
+        from imgae_dx.models import get_model_class
+
+        return self.score.map if self.score.map != "auto" else get_model_class(arch).default_score
+
+    def as_written(self) -> dict[str, Any]:
+        """The parameters as the file states them (no defaults filled in): for display."""
+        return self._written
+
+
+def validate(params: Mapping[str, Any], where: str = PARAMS_FILE) -> Params:
+    """Validate a params mapping; raises :class:`ConfigError` naming the first bad key."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    try:
+        out = Params.model_validate(dict(params))
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {_describe(e)}") from None
+    out._written = dict(params)
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's content; a missing file or bad YAML is a :class:`ConfigError`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: not found (run from the repository root)")
     try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    validate(params, where=str(path))
-    return params
+    return raw if raw is not None else {}
 
 
-def _get(d: Mapping[str, Any], key: str, where: str) -> Any:
-    cur: Any = d
-    for part in key.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            raise ConfigError(f"{where}: missing key {key!r}")
-        cur = cur[part]
-    return cur
-
-
-def _type(value: Any, kind: Any, key: str, where: str, *, nullable: bool = False) -> None:
-    if value is None and nullable:
-        return
-    ok = isinstance(value, kind) and not (
-        kind in (int, float, (int, float)) and isinstance(value, bool)
-    )
-    if not ok:
-        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ConfigError(
-            f"{where}: {key}: expected {names}{' or null' if nullable else ''}, got {value!r}"
-        )
-
-
-def check_kwargs(
-    block: Any, func: Callable[..., Any], key: str, where: str, *, skip: tuple[str, ...] = ()
-) -> None:
-    """Check that ``block`` holds only keyword arguments ``func`` accepts."""
-    if not isinstance(block, Mapping):
-        raise ConfigError(f"{where}: {key}: expected a mapping, got {block!r}")
-    sig = inspect.signature(func)
-    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    valid = [
-        n
-        for n, p in sig.parameters.items()
-        if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and n != "self")
-    ]
-    for k in block:
-        if k in skip:
-            continue
-        if k not in valid:
-            raise ConfigError(
-                f"{where}: {key}.{k}: unknown key (valid: {', '.join(v for v in valid if v not in skip)})"
-            )
-
-
-def validate(params: Mapping[str, Any], where: str = PARAMS_FILE) -> None:
-    _type(_get(params, "seed", where), int, "seed", where)
-    data = _get(params, "data", where)
-    source = _get(params, "data.source", where)
-    if source not in SOURCES:
-        raise ConfigError(
-            f"{where}: data.source: unknown source {source!r} (valid: {', '.join(SOURCES)})"
-        )
-    try:
-        nih.normalize_shards(_get(params, "data.shards", where))
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}") from e
-    views = _get(params, "data.views", where)
-    if not isinstance(views, list) or not views or any(v not in nih.VIEWS for v in views):
-        raise ConfigError(
-            f"{where}: data.views: expected a non-empty list of {list(nih.VIEWS)}, got {views!r}"
-        )
-    size = _get(params, "data.image_size", where)
-    _type(size, int, "data.image_size", where)
-    if size < 16 or size % 16:
-        raise ConfigError(f"{where}: data.image_size: expected a multiple of 16 ≥ 16, got {size}")
-    for k in ("val_fraction", "test_fraction"):
-        v = _get(params, f"data.{k}", where)
-        _type(v, (int, float), f"data.{k}", where)
-        if not 0 <= v < 1:
-            raise ConfigError(f"{where}: data.{k}: expected a fraction in [0, 1), got {v}")
-    for k in ("max_train", "max_val", "max_test_normal", "max_test_abnormal"):
-        v = data.get(k)
-        _type(v, int, f"data.{k}", where, nullable=True)
-        if v is not None and v <= 0:
-            raise ConfigError(f"{where}: data.{k}: expected a positive int or null, got {v}")
-    from imgae_dx.data import sources
-
-    for name in SOURCES:
-        block = data.get(name) or {}
-        check_kwargs(
-            block, sources.entry_point(name), f"data.{name}", where, skip=sources.PIPELINE_ARGS
-        )
-
-    models = _get(params, "models", where)
-    if not isinstance(models, list) or not models:
-        raise ConfigError(f"{where}: models: expected a non-empty list of architecture names")
-    from imgae_dx.models import build_model, list_models, model_kwargs_schema
-
-    known = list_models()
-    if len(set(models)) != len(models):
-        raise ConfigError(f"{where}: models: duplicate entries in {models}")
-    arch = params.get("arch") or {}
-    for m in models:
-        if m not in known:
-            raise ConfigError(
-                f"{where}: models: unknown architecture {m!r} (valid: {', '.join(known)})"
-            )
-        block = arch.get(m)
-        if block is None:
-            raise ConfigError(
-                f"{where}: arch.{m}: missing (every entry of `models` needs its block, {{}} for defaults)"
-            )
-        if not isinstance(block, Mapping):
-            raise ConfigError(f"{where}: arch.{m}: expected a mapping, got {block!r}")
-        schema = model_kwargs_schema(m)
-        for k in block:
-            if k not in schema and k not in TRAIN_OVERRIDE_KEYS:
-                raise ConfigError(
-                    f"{where}: arch.{m}.{k}: unknown key (constructor kwargs: {', '.join(schema)}; "
-                    f"training overrides: {', '.join(TRAIN_OVERRIDE_KEYS)})"
-                )
-    train = _get(params, "train", where)
-    for k in train:
-        if k not in TRAIN_DEFAULTS:
-            raise ConfigError(
-                f"{where}: train.{k}: unknown key (valid: {', '.join(TRAIN_DEFAULTS)})"
-            )
-    del build_model
-
-
-def model_args(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
-    """Constructor kwargs of ``arch``: its ``arch.<name>`` block minus training overrides, plus
-    ``image_size`` from ``data.image_size`` when the constructor takes it."""
-    from imgae_dx.models.registry import model_takes_image_size
-
-    block = dict((params.get("arch") or {}).get(arch) or {})
-    kwargs = {k: v for k, v in block.items() if k not in TRAIN_OVERRIDE_KEYS}
-    if model_takes_image_size(arch):
-        kwargs["image_size"] = params["data"]["image_size"]
-    return kwargs
-
-
-def train_args(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
-    """``train`` with defaults filled in and the architecture's overrides applied."""
-    out = dict(TRAIN_DEFAULTS)
-    out.update(params.get("train") or {})
-    block = (params.get("arch") or {}).get(arch) or {}
-    out.update({k: v for k, v in block.items() if k in TRAIN_OVERRIDE_KEYS})
+def apply_overlay(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the leaves of ``overlay`` set, as ``dvc exp run -S key=value`` sets them
+    (mappings merge key by key; any other value, lists included, replaces)."""
+    out = dict(base)
+    for k, v in overlay.items():
+        if isinstance(v, Mapping) and v and isinstance(out.get(k), Mapping):
+            out[k] = apply_overlay(out[k], v)
+        else:
+            out[k] = v
     return out
 
 
-def repo_root(start: str | os.PathLike | None = None) -> Path:
-    """The repository the pipeline belongs to.
+def load_params(
+    path: str | os.PathLike = PARAMS_FILE, *, overlay: str | os.PathLike | None = None
+) -> Params:
+    """Read and validate ``params.yaml``: the one way every stage gets its parameters.
 
-    ``dvc exp run --queue/--temp`` runs stages in a temporary copy under
-    ``<repo>/.dvc/tmp/exps/...``; this returns ``<repo>`` there too, so that stores meant to be
-    shared between runs (MLflow) land in one place.
+    ``overlay``: a preset such as ``configs/paper.yaml``, applied over the file first.
     """
-    p = Path(start or os.getcwd()).resolve()
-    parts = p.parts
-    for i in range(len(parts) - 3):
-        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    for q in (p, *p.parents):
-        if (q / "dvc.yaml").exists() or (q / ".dvc").is_dir():
-            return q
-    return p
+    raw, where = read_yaml(path), str(path)
+    if overlay is not None:
+        extra = read_yaml(overlay)
+        if not isinstance(raw, Mapping) or not isinstance(extra, Mapping):
+            raise ConfigError(f"{where} + {overlay}: expected mappings at the top level")
+        raw, where = apply_overlay(raw, extra), f"{where} + {overlay}"
+    return validate(raw, where=where)
+
+
+# ---- error messages ------------------------------------------------------------------------------
+_KINDS = {
+    "int": "int",
+    "float": "number",
+    "bool": "true/false",
+    "string": "string",
+    "list": "list",
+    "dict": "mapping",
+    "model": "mapping",
+}
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _block_at(loc: tuple[Any, ...], prefix: str) -> type[BaseModel] | None:
+    """The schema model that holds the key at ``loc`` (for the list of valid keys)."""
+    model: Any = arch_block_model(prefix.split(".")[1]) if prefix else Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    """The first error of ``err`` as ``<key>: <what is wrong> (<what is valid>)``."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))  # drop union tags
+    key = prefix
+    for p in loc:
+        key += f"[{p}]" if isinstance(p, int) else f"{'.' * bool(key)}{p}"
+    kind, value = e["type"], e.get("input")
+    if kind == "imgae_dx":
+        return e["msg"]
+    if kind == "missing":
+        return f"missing key {key!r}"
+    if kind == "extra_forbidden":
+        block = _block_at(loc, prefix)
+        valid = list(block.model_fields) if block is not None else []
+        hint = _did_you_mean(str(loc[-1]), valid)
+        if prefix:
+            arch = prefix.split(".")[1]
+            return (
+                f"{key}: unknown key{hint} (constructor kwargs: {', '.join(_constructor_keys(arch))}; "
+                f"training overrides: {', '.join(TRAIN_OVERRIDE_KEYS)})"
+            )
+        return f"{key}: unknown key{hint} (valid: {', '.join(valid)})"
+    if kind == "literal_error":
+        valid = e.get("ctx", {}).get("expected", "")
+        noun = loc[-1] if loc and isinstance(loc[-1], str) else "entry"
+        return f"{key}: unknown {noun} {value!r} (valid: {valid.replace(' or ', ', ')})"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        name = _KINDS.get(kind.split("_")[0], kind.split("_")[0])
+        return f"{key}: expected {name}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(kind, "<=")
+        bound = next(iter(e.get("ctx", {}).values()), "?")
+        return f"{key}: expected a value {op} {bound}, got {value!r}"
+    if kind == "string_pattern_mismatch":
+        block = _block_at(loc, prefix)
+        field = block.model_fields.get(str(loc[-1])) if block is not None else None
+        wanted = (field.description if field is not None else None) or e["ctx"]["pattern"]
+        return f"{key}: expected {wanted}, got {value!r}"
+    if kind == "sequence_str":
+        return f"{key}: expected a list, got {value!r}"
+    return f"{key}: {e['msg']} (got {value!r})"

@@ -16,7 +16,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from imgae_dx.config import repo_root
+from imgae_dx.config import Params
+from imgae_dx.paths import repo_root
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,9 @@ class Run:
 
 
 @contextlib.contextmanager
-def start_run(
-    stage: str, params: Mapping[str, Any], *, run_name: str | None = None
-) -> Iterator[Run]:
+def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Iterator[Run]:
     """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev)."""
-    cfg = params.get("mlflow") or {}
-    if not cfg.get("enabled", True):
+    if not params.mlflow.enabled:
         yield Run(None)
         return
     try:
@@ -107,7 +105,7 @@ def start_run(
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment(cfg.get("experiment", "imgae-dx"))
+        mlflow.set_experiment(params.mlflow.experiment)
         active = mlflow.start_run(run_name=run_name or stage)
     except Exception as e:
         warnings.warn(f"MLflow disabled for this stage: {e}", stacklevel=2)
@@ -119,7 +117,7 @@ def start_run(
             "dvc.stage": stage,
             "dvc.exp_name": os.environ.get("DVC_EXP_NAME"),
             "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
-            "data.source": (params.get("data") or {}).get("source"),
+            "data.source": params.data.source,
         }
     )
     status = "FINISHED"

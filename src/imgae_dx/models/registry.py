@@ -13,18 +13,16 @@ ones (unet) do not take it, and :func:`build_model` then drops it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
 from typing import Any
 
 from imgae_dx.models.base import AnomalyModel
 
 __all__ = [
     "PIPELINE_KWARGS",
-    "RESERVED_KEYS",
     "build_model",
+    "constructor_params",
     "get_model_class",
     "list_models",
-    "model_from_checkpoint",
     "model_kwargs_schema",
     "model_takes_image_size",
     "register_model",
@@ -35,31 +33,13 @@ _REGISTRY: dict[str, type[AnomalyModel]] = {}
 #: Constructor kwargs supplied by the pipeline rather than by ``arch.<name>``.
 PIPELINE_KWARGS: frozenset[str] = frozenset({"image_size"})
 
-#: Training keys (``imgae_dx.train.train_model`` kwargs) the pipeline may put inside
-#: ``arch.<name>`` to override ``train.*`` for one architecture; no constructor may use them.
-RESERVED_KEYS: frozenset[str] = frozenset(
-    {
-        "amp",
-        "batch_size",
-        "device",
-        "epochs",
-        "grad_clip",
-        "lr",
-        "lr_gamma",
-        "max_train_batches_per_epoch",
-        "milestones",
-        "min_delta",
-        "min_lr_ratio",
-        "num_threads",
-        "num_workers",
-        "patience",
-        "scheduler",
-        "seed",
-        "val_batch_size",
-        "warmup_epochs",
-        "weight_decay",
-    }
-)
+
+def reserved_keys() -> frozenset[str]:
+    """Names no constructor may use: the ``train`` keys (:class:`imgae_dx.config.TrainParams`),
+    which an ``arch.<name>`` block may hold to override training for that architecture."""
+    from imgae_dx.config import TrainParams
+
+    return frozenset(TrainParams.model_fields)
 
 
 def register_model(name: str):
@@ -67,7 +47,7 @@ def register_model(name: str):
 
     Raises ``ValueError`` on a duplicate name, a non-snake_case name, a class that is not an
     ``AnomalyModel``, or a constructor that is not explicit (``*args``/``**kwargs``, a kwarg
-    without a default, or a kwarg named like a training key in :data:`RESERVED_KEYS`).
+    without a default, or a kwarg named like a training key (:func:`reserved_keys`)).
     """
     if not name or not name.isidentifier() or name.lower() != name:
         raise ValueError(f"model name must be a snake_case identifier, got {name!r}")
@@ -80,15 +60,16 @@ def register_model(name: str):
             )
         if not (isinstance(cls, type) and issubclass(cls, AnomalyModel)):
             raise ValueError(f"@register_model({name!r}) needs an AnomalyModel subclass")
-        for pname, param in _constructor_params(cls).items():
+        reserved = reserved_keys()
+        for pname, param in constructor_params(cls).items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise ValueError(f"{cls.__qualname__}.__init__ must not take *{pname}/**{pname}")
             if param.default is param.empty:
                 raise ValueError(f"{cls.__qualname__}.__init__: kwarg {pname!r} needs a default")
-            if pname in RESERVED_KEYS:
+            if pname in reserved:
                 raise ValueError(
                     f"{cls.__qualname__}.__init__: kwarg {pname!r} clashes with a training key "
-                    f"that arch.{name} may override ({sorted(RESERVED_KEYS)})"
+                    f"that arch.{name} may override ({sorted(reserved)})"
                 )
         cls.registry_name = name
         _REGISTRY[name] = cls
@@ -97,7 +78,8 @@ def register_model(name: str):
     return decorator
 
 
-def _constructor_params(cls: type) -> dict[str, inspect.Parameter]:
+def constructor_params(cls: type) -> dict[str, inspect.Parameter]:
+    """The constructor's keyword arguments, in order (``self`` left out)."""
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
     return params
@@ -119,7 +101,7 @@ def get_model_class(name: str) -> type[AnomalyModel]:
 
 def model_takes_image_size(name: str) -> bool:
     """Whether the architecture's constructor takes ``image_size`` (dense bottleneck)."""
-    return "image_size" in _constructor_params(get_model_class(name))
+    return "image_size" in constructor_params(get_model_class(name))
 
 
 def model_kwargs_schema(name: str) -> dict[str, Any]:
@@ -129,7 +111,7 @@ def model_kwargs_schema(name: str) -> dict[str, Any]:
     the form they take in YAML.
     """
     schema: dict[str, Any] = {}
-    for pname, param in _constructor_params(get_model_class(name)).items():
+    for pname, param in constructor_params(get_model_class(name)).items():
         if pname in PIPELINE_KWARGS:
             continue
         default = param.default
@@ -145,7 +127,7 @@ def build_model(name: str, /, **kwargs: Any) -> AnomalyModel:
     ``arch.unet: unknown key 'foo' (valid: base_channels, depth, ...)``.
     """
     cls = get_model_class(name)
-    params = _constructor_params(cls)
+    params = constructor_params(cls)
     kwargs = dict(kwargs)
     for key in PIPELINE_KWARGS:
         if key in kwargs and key not in params:
@@ -161,14 +143,4 @@ def build_model(name: str, /, **kwargs: Any) -> AnomalyModel:
     # architecture takes it), defaults filled in, so the model can be rebuilt from it alone.
     merged = {**{p: params[p].default for p in params}, **kwargs}
     model.model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in merged.items()}
-    return model
-
-
-def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> AnomalyModel:
-    """Rebuild a model from a self-describing checkpoint ``{arch, model_args, state_dict}``."""
-    missing = [k for k in ("arch", "model_args", "state_dict") if k not in checkpoint]
-    if missing:
-        raise ValueError(f"checkpoint lacks {missing} (needs arch, model_args, state_dict)")
-    model = build_model(checkpoint["arch"], **dict(checkpoint["model_args"]))
-    model.load_state_dict(checkpoint["state_dict"])
     return model

@@ -6,7 +6,7 @@ autoencoders for unsupervised anomaly detection in brain MRI", MIDL 2022 (traini
 
 Why the noise: skip connections let a U-Net copy its input, so trained as a plain autoencoder it
 reconstructs lesions as faithfully as healthy tissue and its residual detects nothing
-(DESIGN.md section 6). Kascenas et al. add *coarse* Gaussian noise -- drawn at 16x16 for 128x128
+(``docs/architecture.md``, "Protocol"). Kascenas et al. add *coarse* Gaussian noise -- drawn at 16x16 for 128x128
 images, bilinearly upsampled, std 0.2 -- to the input and train the network to return the clean
 image. Low-frequency perturbations look like blob-shaped anomalies, so the network learns to
 replace "whatever does not look normal" with plausible normal anatomy; at test time it gets the
@@ -28,11 +28,13 @@ in about a minute on two cores; BatchNorm + LeakyReLU with zero padding instead 
 Swish with weight-normalised, reflection-padded convs (the simpler blocks the other models use;
 the denoising objective is what matters); noise and loss over the whole image, because a chest
 radiograph has no empty background like a skull-stripped brain slice; optional channel dropout
-on the skip connections (``skip_dropout``), the other identity-mapping remedy named in DESIGN.md
-section 6.
+on the skip connections (``skip_dropout``), the other identity-mapping remedy named in
+``docs/architecture.md`` ("Protocol").
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +43,8 @@ from torch import Tensor, nn
 from imgae_dx.models.base import AnomalyModel, pixel_mse
 from imgae_dx.models.registry import register_model
 
-NOISE_KINDS = ("coarse", "gaussian", "none")
+NoiseKind = Literal["coarse", "gaussian", "none"]
+NOISE_KINDS: tuple[str, ...] = get_args(NoiseKind)
 _SLOPE = 0.2
 #: The validation objective adds noise from a generator with this fixed seed, so the value is
 #: comparable from epoch to epoch and does not consume the training RNG stream.
@@ -123,7 +126,7 @@ class UNet(AnomalyModel):
         depth: int = 4,
         base_channels: int = 8,
         max_channels: int = 256,
-        noise: str = "coarse",
+        noise: NoiseKind = "coarse",
         noise_std: float = 0.2,
         noise_res: int = 16,
         skip_dropout: float = 0.0,

@@ -1,0 +1,82 @@
+"""Where every pipeline file lives, relative to the repository root (where DVC runs the stages).
+
+The one list of paths: stages, the report and the CLI import them from here, and ``dvc.yaml``
+spells the same names (``docs/architecture.md``, "Outputs", gives each file's contract).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RAW = Path("data/raw")  # fetch: an NIH-format mirror (only fetch writes it)
+CACHE = Path("data/.cache")  # fetch: verified downloads and extracted members, kept across runs
+SPLIT = Path("data/split")  # split: {train,val,test}.csv, boxes.csv, summary.json
+PREPARED = Path("data/prepared")  # prepare: {train,val,test}.npy uint8 arrays, boxes.csv
+MODELS = Path("models")  # train: <arch>.pt
+RESUME = MODELS / ".resume"  # train: the per-epoch checkpoint of an unfinished run
+REPORTS = Path("reports")
+FIGURES = REPORTS / "figures"
+METRICS = REPORTS / "metrics.json"
+REPORT_MD = REPORTS / "report.md"
+
+
+def manifest(split: str) -> Path:
+    """``data/split/<split>.csv``."""
+    return SPLIT / f"{split}.csv"
+
+
+def prepared(split: str) -> Path:
+    """``data/prepared/<split>.npy``: uint8 (N, S, S) in manifest order."""
+    return PREPARED / f"{split}.npy"
+
+
+SPLIT_BOXES = SPLIT / "boxes.csv"  # test boxes in original pixels
+PREPARED_BOXES = PREPARED / "boxes.csv"  # the same boxes in prepared pixels
+SUMMARY = SPLIT / "summary.json"
+
+
+def model(arch: str) -> Path:
+    """``models/<arch>.pt``: the self-describing checkpoint."""
+    return MODELS / f"{arch}.pt"
+
+
+def resume_checkpoint(arch: str) -> Path:
+    return RESUME / f"{arch}.pt"
+
+
+def train_curve(arch: str) -> Path:
+    """``reports/train/<arch>.csv``: per-epoch curve; epoch 0 is the untrained model."""
+    return REPORTS / "train" / f"{arch}.csv"
+
+
+def scores(arch: str) -> Path:
+    """``reports/scores/<arch>.csv``: one row per val/test image."""
+    return REPORTS / "scores" / f"{arch}.csv"
+
+
+def maps(arch: str) -> Path:
+    """``reports/maps/<arch>.npz``: test reconstructions and anomaly maps (float16)."""
+    return REPORTS / "maps" / f"{arch}.npz"
+
+
+def samples_figure(source: str) -> Path:
+    return FIGURES / f"{source}_samples.png"
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository the pipeline belongs to.
+
+    ``dvc exp run --queue/--temp`` runs stages in a temporary copy under
+    ``<repo>/.dvc/tmp/exps/...``; this returns ``<repo>`` there too, so that stores meant to be
+    shared between runs (MLflow) land in one place.
+    """
+    p = Path(start or os.getcwd()).resolve()
+    parts = p.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    for q in (p, *p.parents):
+        if (q / "dvc.yaml").exists() or (q / ".dvc").is_dir():
+            return q
+    return p
