@@ -117,23 +117,13 @@ def train_pipeline(
     train: np.ndarray, val: np.ndarray, *, epochs: int, seed: int, size: int, threads: int | None
 ) -> torch.nn.Module:
     """The project's own loop (imgae_dx.train.train_model) with the train.* defaults, on CPU."""
-    from imgae_dx.config import TRAIN_DEFAULTS
+    from imgae_dx.config import TrainParams
     from imgae_dx.models import build_model
     from imgae_dx.train import train_model
 
     model = build_model("ae", image_size=size)
-    keys = ("batch_size", "lr", "weight_decay", "patience", "grad_clip", "scheduler")
-    train_model(
-        model,
-        train,
-        val,
-        epochs=epochs,
-        device="cpu",
-        amp=False,
-        seed=seed,
-        num_threads=threads,
-        **{k: TRAIN_DEFAULTS[k] for k in keys},
-    )
+    config = TrainParams(epochs=epochs, device="cpu", amp=False, num_threads=threads)
+    train_model(model, train, val, config, seed=seed)
     return model.cpu().eval()
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from imgae_dx import checkpoint
 from imgae_dx.pipeline import train as train_stage
+from tests.conftest import make_params
 
-PARAMS = {
-    "seed": 0,
-    "data": {"source": "synthetic", "image_size": 16, "views": ["PA"], "shards": "all"},
-    "arch": {"ae": {"channels": [4, 8], "latent_dim": 4, "hidden_dim": 16}},
-    "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "num_threads": 1, "resume": True},
-    "mlflow": {"enabled": False},
-}
+PARAMS = make_params(
+    {
+        "data": {"image_size": 16},
+        "models": ["ae"],
+        "arch": {"ae": {"channels": [4, 8], "latent_dim": 4, "hidden_dim": 16, "epochs": 2}},
+        "train": {"batch_size": 8, "lr": 1e-3, "num_threads": 1, "resume": True},
+        "mlflow": {"enabled": False},
+    }
+)
 
 
 @pytest.fixture()
@@ -59,26 +63,65 @@ def test_rerun_writes_the_same_bytes(scratch):
         assert s["train_seconds"] > 0 and s["mean_images_per_s"] > 0
 
 
-def test_checkpoint_of_other_code_or_settings_is_discarded(scratch, monkeypatch):
-    resume = scratch / "models/.resume"
-    resume.mkdir(parents=True)
-    (resume / "ae.pt").write_bytes(b"stale")
-    (resume / "ae.json").write_text(json.dumps({"fingerprint": "written-by-other-code"}))
-    train_stage.train(PARAMS, "ae")  # would fail to load b"stale" if it tried to resume
-    assert (scratch / "models/ae.pt").is_file()
+class Crash(RuntimeError):
+    pass
+
+
+def _interrupt_after_epoch_1(monkeypatch):
+    """Make the stage die after its first epoch (its resume state is written by then)."""
+    from imgae_dx import tracking
+
+    def log_metrics(self, metrics, step=None):
+        if step == 1:
+            raise Crash
+
+    monkeypatch.setattr(tracking.Run, "log_metrics", log_metrics)
+
+
+def test_interrupted_stage_resumes_only_its_own_state(scratch, monkeypatch, caplog):
+    resume = scratch / "models/.resume/ae.pt"
+    resume.parent.mkdir(parents=True)
+    resume.write_bytes(b"stale")  # unreadable: named in a warning, then replaced
+    with caplog.at_level(logging.WARNING, logger="imgae_dx.checkpoint"):
+        straight = train_stage.train(PARAMS, "ae")
+    assert "unreadable checkpoint" in caplog.text and not resume.exists()
+
+    with monkeypatch.context() as m:  # interrupted, by other training code
+        m.setattr(checkpoint, "training_code_digest", lambda package=None: "other code")
+        _interrupt_after_epoch_1(m)
+        with pytest.raises(Crash):
+            train_stage.train(PARAMS, "ae")
+    assert resume.is_file()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imgae_dx"):
+        again = train_stage.train(PARAMS, "ae")
+    assert "differs in: code" in caplog.text and "resumed" not in caplog.text
+    assert again == {**straight, **{k: again[k] for k in ("train_seconds", "mean_images_per_s")}}
+
+    with monkeypatch.context() as m:  # interrupted, by this code: resumed exactly
+        _interrupt_after_epoch_1(m)
+        with pytest.raises(Crash):
+            train_stage.train(PARAMS, "ae")
+    before = (scratch / "models/ae.pt").read_bytes()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imgae_dx"):
+        train_stage.train(PARAMS, "ae")
+    assert "resumed from" in caplog.text and "after epoch 1" in caplog.text
+    assert (scratch / "models/ae.pt").read_bytes() == before
 
 
 def test_training_code_digest_covers_models_and_loop(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "models").mkdir(parents=True)
-    for f in ("models/ae.py", "models/ra.py", "train.py", "device.py", "report.py"):
+    files = ("models/ae.py", "models/ra.py", "train.py", "device.py", "checkpoint.py", "report.py")
+    for f in files:
         (pkg / f).write_text("x = 1\n")
-    base = train_stage._training_code(pkg)
-    assert base == train_stage._training_code(pkg) and len(base) == 16
+    base = checkpoint.training_code_digest(pkg)
+    assert base == checkpoint.training_code_digest(pkg) and len(base) == 16
     (pkg / "report.py").write_text("x = 2\n")  # not training code
-    assert train_stage._training_code(pkg) == base
-    for f in ("models/ra.py", "train.py"):
+    assert checkpoint.training_code_digest(pkg) == base
+    for f in ("models/ra.py", "train.py", "checkpoint.py"):
         (pkg / f).write_text("x = 3\n")
-        assert train_stage._training_code(pkg) != base, f
+        assert checkpoint.training_code_digest(pkg) != base, f
         (pkg / f).write_text("x = 1\n")
-    assert len(train_stage._training_code()) == 16  # the installed package
+    assert len(checkpoint.training_code_digest()) == 16  # the installed package

@@ -10,8 +10,9 @@ convolutional nets and changes the numbers, and CPU runs must stay bit-reproduci
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
@@ -22,8 +23,10 @@ __all__ = [
     "autocast_context",
     "autocast_factory",
     "describe_device",
+    "inference_device",
     "resolve_device",
     "to_channels_last",
+    "torch_runtime",
     "uses_channels_last",
 ]
 
@@ -133,3 +136,46 @@ def to_channels_last(obj: M, device: torch.device) -> M:
     if isinstance(obj, torch.Tensor):
         return obj.contiguous(memory_format=torch.channels_last) if obj.dim() == 4 else obj
     return obj.to(memory_format=torch.channels_last)
+
+
+def inference_device(spec: str = "auto") -> torch.device:
+    """The device to score on: CUDA when there is one, else the CPU.
+
+    Unlike training, ``auto`` skips MPS here: scoring moves every batch back to numpy for the
+    anomaly maps, and CPU results must stay reproducible.
+    """
+    dev = resolve_device(spec)
+    return dev if dev.type == "cuda" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def torch_runtime(
+    device: torch.device, *, num_threads: int | None = None, deterministic: bool = True
+) -> Iterator[None]:
+    """Torch's process-wide settings for one training run, restored on exit.
+
+    ``num_threads``: ``torch.set_num_threads`` (``None``: leave as is). On a CPU shared with
+    other jobs, 1 avoids OpenMP threads spin-waiting on each other, which can slow training by
+    an order of magnitude. ``deterministic``: deterministic algorithms (warn-only, so an op
+    without a deterministic kernel warns instead of failing) and no cuDNN autotuning; on CUDA
+    also the cuBLAS workspace setting that deterministic GEMMs need.
+    """
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"train.num_threads must be >= 1 or null, got {num_threads}")
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    if deterministic:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+        torch.set_num_threads(prev_threads)

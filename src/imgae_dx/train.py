@@ -4,16 +4,15 @@ The loop only talks to the :class:`~imgae_dx.models.base.AnomalyModel` interface
 (``configure_optimizers``, ``training_step``, ``validation_loss``), so it trains a plain AE and
 the RA's two-optimizer introspective step alike. It never sees a label: early stopping and the
 choice of the returned weights use the validation loss of the validation *normals* only
-(DESIGN.md section 6, "label-free model selection").
+(``docs/architecture.md``, "Protocol").
 
 Reproducibility:
     * the shuffling of epoch ``e`` comes from a ``torch.Generator`` seeded with ``(seed, e)``;
     * ``torch``/``numpy``/``random`` are seeded from ``seed`` and deterministic algorithms are
-      switched on for the duration of the call, so on CPU the same call twice gives
-      bit-identical weights;
-    * with ``checkpoint_path`` a resumable checkpoint (model, every optimizer, schedule position,
-      RNG states of torch/CUDA/numpy/python, history, best weights, early-stopping counter) is
-      written atomically after every epoch, and ``resume=True`` continues from it exactly:
+      switched on for the duration of the call (:func:`imgae_dx.device.torch_runtime`), so on
+      CPU the same call twice gives bit-identical weights;
+    * with ``checkpoint_path`` the resume state (:mod:`imgae_dx.checkpoint`) is written
+      atomically after every epoch, and ``config.resume`` continues from it exactly:
       4 epochs straight and 2 epochs + crash + resume give the same weights and history.
 
 On CUDA the step runs under bf16 autocast with channels-last tensors (no GradScaler: bf16 has
@@ -27,29 +26,31 @@ import math
 import os
 import random
 import time
-import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from tqdm import tqdm
 
+from imgae_dx import checkpoint
+from imgae_dx.config import TrainParams
 from imgae_dx.device import (
     autocast_factory,
     describe_device,
     resolve_device,
     to_channels_last,
+    torch_runtime,
 )
-from imgae_dx.io import save_torch
 from imgae_dx.models.base import AnomalyModel
-from imgae_dx.progress import progress
 
 __all__ = [
     "SCHEDULERS",
     "TIMING_COLUMNS",
+    "TrainParams",
     "TrainResult",
     "images_to_tensor",
     "lr_factor",
@@ -60,7 +61,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("cosine", "none", "multistep")
-CHECKPOINT_FORMAT = "imgae_dx.train/2"
 BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s"]
 TIMING_COLUMNS = ("seconds", "images_per_s")  # wall clock: differ from run to run
 
@@ -106,6 +106,17 @@ def _check_images(images: np.ndarray, what: str) -> np.ndarray:
     return images
 
 
+def _check_inputs(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    train, val = _check_images(train, "train_images"), _check_images(val, "val_images")
+    if len(train) < 2:
+        raise ValueError(f"train_images: need at least 2 images, got {len(train)}")
+    if len(val) < 1:
+        raise ValueError("val_images: need at least 1 validation normal for model selection")
+    if train.shape[1:] != val.shape[1:]:
+        raise ValueError(f"train/val image sizes differ: {train.shape[1:]} vs {val.shape[1:]}")
+    return train, val
+
+
 def images_to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1] on ``device`` (channels-last on CUDA).
 
@@ -149,11 +160,13 @@ def _iterate(
     )
 
 
-def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
-    """Shuffle order of epoch ``epoch``: a function of (seed, epoch) only, so resume is exact."""
+def _epoch_batches(n: int, batch_size: int, n_batches: int, seed: int, epoch: int) -> list:
+    """Index lists of epoch ``epoch``: a shuffle that is a function of (seed, epoch) only, so
+    resume is exact."""
     state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)
     gen = torch.Generator().manual_seed(int(state[0]) & 0x7FFF_FFFF_FFFF_FFFF)
-    return torch.randperm(n, generator=gen).numpy()
+    perm = torch.randperm(n, generator=gen).numpy()
+    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
 
 
 def _train_batches(n: int, batch_size: int, cap: int | None) -> int:
@@ -216,6 +229,9 @@ def lr_factor(
     ``min_lr_ratio`` at the end of ``epochs``. ``multistep``: ``lr_gamma`` ** (number of
     ``milestones`` <= current 0-based epoch), as ``torch.optim.lr_scheduler.MultiStepLR`` stepped
     once per epoch. ``none``: constant. Warm-up applies to all three.
+
+    A per-step function rather than torch's ``CosineAnnealingLR``/``MultiStepLR``: those step
+    per epoch and have no warm-up; :func:`make_schedulers` hands this to ``LambdaLR``.
     """
     if kind not in SCHEDULERS:
         raise ValueError(f"train.scheduler: {kind!r} is not one of {', '.join(SCHEDULERS)}")
@@ -233,397 +249,291 @@ def lr_factor(
     return factor
 
 
-def _set_lr(optimizers: Sequence[torch.optim.Optimizer], factor: float) -> None:
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+def make_schedulers(
+    optimizers: Sequence[torch.optim.Optimizer], config: TrainParams, steps_per_epoch: int
+) -> list[LRScheduler]:
+    """One ``LambdaLR`` per optimizer, stepped once per optimisation step (:func:`lr_factor`)."""
+
+    def factor(step: int) -> float:
+        return lr_factor(
+            config.scheduler,
+            step,
+            steps_per_epoch,
+            config.epochs,
+            warmup_epochs=config.warmup_epochs,
+            milestones=config.milestones,
+            lr_gamma=config.lr_gamma,
+            min_lr_ratio=config.min_lr_ratio,
+        )
+
+    return [LambdaLR(opt, factor) for opt in optimizers]
 
 
-# ---- RNG and checkpoint state --------------------------------------------------------------------
+# ---- the state of a run ------------------------------------------------------------------------
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _rng_state() -> dict[str, Any]:
-    _, key, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "key": torch.from_numpy(key.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            np_state["key"].numpy().astype(np.uint32),
-            np_state["pos"],
-            np_state["has_gauss"],
-            np_state["gauss"],
-        )
-    )
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
 def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _data_fingerprint(images: np.ndarray) -> list[int]:
-    """Shape and a CRC of up to 64 evenly spaced images: cheap, catches a changed data set."""
-    n = len(images)
-    idx = np.unique(np.linspace(0, n - 1, num=min(n, 64)).astype(int)) if n else []
-    crc = 0
-    for i in idx:
-        crc = zlib.crc32(np.ascontiguousarray(images[i]).tobytes(), crc)
-    return [*images.shape, crc]
+@dataclass
+class _Run:
+    """The pieces one training run holds between epochs."""
+
+    model: AnomalyModel
+    config: TrainParams
+    device: torch.device
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[LRScheduler]
+    n_batches: int
+    name: str
+    autocast: Callable
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_epoch: int = 0
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    stopped_early: bool = False
+    initial_val: float = math.nan
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Add an epoch's row; keep its weights if its validation loss is the best so far."""
+        self.history.append(row)
+        self.epoch = int(row["epoch"])
+        if row["val_loss"] < self.best_val - self.config.min_delta:
+            self.best_val, self.best_epoch, self.bad_epochs = row["val_loss"], self.epoch, 0
+            self.best_state = _cpu_state_dict(self.model)
+        else:
+            self.bad_epochs += 1
+        patience = self.config.patience
+        self.stopped_early = patience is not None and self.bad_epochs >= patience
+
+    def resume_state(self, fingerprint: dict[str, Any]) -> checkpoint.ResumeState:
+        return checkpoint.ResumeState(
+            fingerprint=fingerprint,
+            epoch=self.epoch,
+            global_step=self.global_step,
+            model=_cpu_state_dict(self.model),
+            optimizers=[opt.state_dict() for opt in self.optimizers],
+            schedulers=[s.state_dict() for s in self.schedulers],
+            rng=checkpoint.rng_state(),
+            history=self.history,
+            best_state_dict=self.best_state,
+            best_epoch=self.best_epoch,
+            best_val_loss=self.best_val,
+            epochs_without_improvement=self.bad_epochs,
+            stopped_early=self.stopped_early,
+            initial_val_loss=self.initial_val,
+        )
+
+    def restore(self, state: checkpoint.ResumeState) -> None:
+        self.model.load_state_dict(state.model)
+        for opt, s in zip(self.optimizers, state.optimizers, strict=True):
+            opt.load_state_dict(s)
+        for sched, s in zip(self.schedulers, state.schedulers, strict=True):
+            sched.load_state_dict(s)
+        self.history = list(state.history)
+        self.best_state = state.best_state_dict
+        self.best_epoch, self.best_val = state.best_epoch, state.best_val_loss
+        self.bad_epochs, self.stopped_early = state.epochs_without_improvement, state.stopped_early
+        self.epoch, self.global_step = state.epoch, state.global_step
+        self.initial_val = state.initial_val_loss
+        checkpoint.set_rng_state(state.rng)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    return repr(value)
+# ---- one epoch ---------------------------------------------------------------------------------
+def _train_epoch(
+    run: _Run, images: np.ndarray, *, seed: int, num_workers: int
+) -> tuple[dict[str, float], int, float]:
+    """One pass over ``images``: (per-image mean of every logged term, images seen, last lr)."""
+    cfg, dev = run.config, run.device
+    run.model.train()
+    batches = _epoch_batches(len(images), cfg.batch_size, run.n_batches, seed, run.epoch)
+    sums: dict[str, float] = {}
+    seen, lr = 0, math.nan
+    bar = tqdm(
+        total=run.n_batches, desc=f"{run.name} {run.epoch + 1}/{cfg.epochs}", unit="batch",
+        disable=None, leave=False, dynamic_ncols=True,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    for batch in _iterate(images, batches, num_workers, dev.type == "cuda"):
+        x = images_to_tensor(batch, dev)
+        lr = run.optimizers[0].param_groups[0]["lr"]
+        logs = run.model.training_step(
+            x, run.optimizers, grad_clip=cfg.grad_clip, autocast=run.autocast
+        )
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(
+                f"{run.name}: non-finite training loss at epoch {run.epoch + 1}, "
+                f"step {run.global_step + 1}"
+            )
+        for sched in run.schedulers:
+            sched.step()
+        run.global_step += 1
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
+        seen += x.shape[0]
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{sums['loss'] / seen:.4g}", img_s=f"{seen / (time.perf_counter() - t0):.0f}"
+        )
+    bar.close()
+    return {k: v / seen for k, v in sums.items()}, seen, lr
 
 
-def _fingerprint_diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+def _epoch(run: _Run, train: np.ndarray, val: np.ndarray, seed: int, num_workers: int) -> dict:
+    """Train one epoch and validate: the epoch's history row."""
+    t_epoch = time.perf_counter()
+    means, seen, lr = _train_epoch(run, train, seed=seed, num_workers=num_workers)
+    train_seconds = time.perf_counter() - t_epoch
+    val_loss = _evaluate(run.model, val, _val_batch_size(run.config), run.device, run.autocast)
+    if not math.isfinite(val_loss):
+        raise FloatingPointError(f"{run.name}: non-finite validation loss at epoch {run.epoch + 1}")
+    row: dict[str, Any] = {
+        "epoch": run.epoch + 1,
+        "train_loss": means["loss"],
+        "val_loss": val_loss,
+        "lr": lr,
+        "seconds": time.perf_counter() - t_epoch,
+        "images_per_s": seen / max(train_seconds, 1e-9),
+    }
+    row.update({f"train_{k}": means[k] for k in sorted(means) if k != "loss"})
+    return row
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    # Our own file: plain tensors, dicts, lists, tuples and numbers, so the safe unpickler works.
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _val_batch_size(config: TrainParams) -> int:
+    return int(config.val_batch_size or 2 * config.batch_size)
+
+
+def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
+    log.info(
+        "%s epoch %d/%d: train %.5g, val %.5g%s (%.1fs, %.0f img/s)",
+        run.name, row["epoch"], run.config.epochs, row["train_loss"], row["val_loss"],
+        " *" if run.best_epoch == row["epoch"] else "", row["seconds"], row["images_per_s"],
+    )  # fmt: skip
 
 
 # ---- the loop ----------------------------------------------------------------------------------
+def _start(
+    model: AnomalyModel, config: TrainParams, dev: torch.device, n_train: int, desc: str | None
+) -> _Run:
+    """Model on its device, optimizers and schedules, a fresh run state."""
+    model.to(dev)
+    to_channels_last(model, dev)
+    optimizers = model.configure_optimizers(config.lr, config.weight_decay)
+    n_batches = _train_batches(n_train, config.batch_size, config.max_train_batches_per_epoch)
+    return _Run(
+        model=model,
+        config=config,
+        device=dev,
+        optimizers=optimizers,
+        schedulers=make_schedulers(optimizers, config, n_batches),
+        n_batches=n_batches,
+        name=desc or getattr(model, "registry_name", "") or type(model).__name__,
+        autocast=autocast_factory(dev, config.amp),
+        best_state=_cpu_state_dict(model),
+    )
+
+
+def _resume_or_evaluate(
+    run: _Run, path: str | os.PathLike | None, fingerprint: dict, val: np.ndarray
+) -> int:
+    """Continue from the resume state at ``path`` if it matches; else evaluate the untrained
+    model. Returns the epochs already done."""
+    state = None
+    if run.config.resume and path is not None:
+        state = checkpoint.load_resume(path, fingerprint, run.name)
+    if state is not None:
+        run.restore(state)
+        log.info("%s: resumed from %s after epoch %d", run.name, path, run.epoch)
+        return run.epoch
+    # The untrained model's validation loss; evaluating draws no random numbers that training
+    # would see (forked RNG), so the trained weights do not depend on it.
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        run.initial_val = _evaluate(
+            run.model, val, _val_batch_size(run.config), run.device, run.autocast
+        )
+    return 0
+
+
 def train_model(
     model: AnomalyModel,
     train_images: np.ndarray,
     val_images: np.ndarray,
+    config: TrainParams | None = None,
     *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float = 0.0,
-    patience: int | None = None,
-    min_delta: float = 0.0,
-    grad_clip: float | None = None,
-    scheduler: str = "cosine",
-    warmup_epochs: float = 0.0,
-    milestones: Sequence[int] = (),
-    lr_gamma: float = 0.1,
-    min_lr_ratio: float = 0.0,
-    device: str = "auto",
-    amp: bool = True,
     seed: int = 0,
-    num_workers: int = 0,
     checkpoint_path: str | os.PathLike | None = None,
-    resume: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    max_train_batches_per_epoch: int | None = None,
-    val_batch_size: int | None = None,
+    num_workers: int = 0,
     deterministic: bool = True,
-    num_threads: int | None = None,
     desc: str | None = None,
 ) -> TrainResult:
     """Train ``model`` on uint8 images and select the epoch with the lowest validation loss.
 
     Args:
         model: an :class:`AnomalyModel` (e.g. from ``build_model``); trained in place and left
-            holding the best weights, in eval mode, on ``device``.
+            holding the best weights, in eval mode, on the device.
         train_images, val_images: uint8 arrays (N, H, W) (a memmap is fine). The validation set
             holds normals only; its loss drives early stopping and checkpoint choice.
-        epochs: maximum number of epochs.
-        batch_size: training batch size (full batches; the remainder rotates through epochs).
-        lr, weight_decay: passed to ``model.configure_optimizers``.
-        patience: stop after this many epochs without a validation improvement larger than
-            ``min_delta`` (``None``: never stop early).
-        grad_clip: max gradient norm (``None`` or 0: no clipping).
-        scheduler: ``cosine`` (per step, after ``warmup_epochs``, down to ``min_lr_ratio``),
-            ``multistep`` (x ``lr_gamma`` at each epoch in ``milestones``) or ``none``.
-        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps``.
-        amp: bf16 autocast on CUDA (ignored elsewhere).
+        config: the ``train`` settings (:class:`~imgae_dx.config.TrainParams`: epochs, batch
+            size, lr, patience, schedule, device, resume ...); default: its defaults.
         seed: seeds shuffling, initial RNG state and the model's stochastic parts.
-        num_workers: DataLoader workers for batch assembly (0: in the main process).
-        checkpoint_path: where to write the per-epoch resumable checkpoint (``None``: don't).
-        resume: continue from ``checkpoint_path`` if it exists and was written by the same
-            configuration (``epochs`` and ``patience`` may differ); otherwise start afresh.
+        checkpoint_path: where to write the per-epoch resume state (``None``: don't); with
+            ``config.resume`` a matching state there is continued.
         on_epoch: called after each epoch (and after its checkpoint is written) with the
             epoch's history row, e.g. to log to MLflow.
-        max_train_batches_per_epoch: cap on the batches per epoch (quick runs, tests).
-        val_batch_size: validation batch size (default ``2 * batch_size``).
-        deterministic: ``torch.use_deterministic_algorithms`` (warn-only) during the call.
-        num_threads: ``torch.set_num_threads`` during the call (``None``: leave as is). On a
-            CPU shared with other jobs, 1 avoids OpenMP threads spin-waiting on each other,
-            which can slow training by an order of magnitude.
-        desc: progress-bar label (default: the model's registry name).
-
-    Returns:
-        :class:`TrainResult`.
+        num_workers: DataLoader workers for batch assembly (0: in the main process).
+        deterministic: deterministic algorithms during the call.
+        desc: progress-bar and log label (default: the model's registry name).
     """
-    train_images = _check_images(train_images, "train_images")
-    val_images = _check_images(val_images, "val_images")
-    if len(train_images) < 2:
-        raise ValueError(f"train_images: need at least 2 images, got {len(train_images)}")
-    if len(val_images) < 1:
-        raise ValueError("val_images: need at least 1 validation normal for model selection")
-    if train_images.shape[1:] != val_images.shape[1:]:
-        raise ValueError(
-            f"train/val image sizes differ: {train_images.shape[1:]} vs {val_images.shape[1:]}"
-        )
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"train.scheduler: {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-    if patience is not None and patience < 1:
-        raise ValueError(f"train.patience must be >= 1 or null, got {patience}")
-
-    dev = resolve_device(device)
-    ckpt_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    name = desc or getattr(model, "registry_name", "") or type(model).__name__
-    batch_size = int(batch_size)
-    n_batches = _train_batches(len(train_images), batch_size, max_train_batches_per_epoch)
-    val_bs = int(val_batch_size or 2 * batch_size)
-    autocast = autocast_factory(dev, amp)
-
-    if num_threads is not None and num_threads < 1:
-        raise ValueError(f"train.num_threads must be >= 1 or null, got {num_threads}")
-    prev_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    if deterministic:
-        if dev.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    try:
+    config = config if config is not None else TrainParams()
+    train_images, val_images = _check_inputs(train_images, val_images)
+    dev = resolve_device(config.device)
+    with torch_runtime(dev, num_threads=config.num_threads, deterministic=deterministic):
         _seed_everything(seed)
-        model.to(dev)
-        to_channels_last(model, dev)
-        optimizers = model.configure_optimizers(lr, weight_decay)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-
-        fingerprint = _jsonable(
-            {
-                "model": type(model).__name__,
-                "model_args": getattr(model, "model_args", {}),
-                "params": [[k, list(v.shape)] for k, v in model.state_dict().items()],
-                "batch_size": batch_size,
-                "lr": float(lr),
-                "weight_decay": float(weight_decay),
-                "grad_clip": grad_clip,
-                "scheduler": scheduler,
-                "warmup_epochs": float(warmup_epochs),
-                "milestones": [int(m) for m in milestones],
-                "lr_gamma": float(lr_gamma),
-                "min_lr_ratio": float(min_lr_ratio),
-                "seed": int(seed),
-                "amp": bool(amp),
-                "max_train_batches_per_epoch": max_train_batches_per_epoch,
-                "train_data": _data_fingerprint(train_images),
-                "val_data": _data_fingerprint(val_images),
-            }
+        run = _start(model, config, dev, len(train_images), desc)
+        fingerprint = checkpoint.fingerprint(
+            model,
+            config.model_dump(),
+            seed=seed,
+            train_images=train_images,
+            val_images=val_images,
         )
-
-        history: list[dict[str, Any]] = []
-        best_state = _cpu_state_dict(model)
-        best_epoch, best_val = 0, math.inf
-        bad_epochs, start_epoch, global_step = 0, 0, 0
-        stopped_early = False
-
-        if resume and ckpt_path is not None and ckpt_path.exists():
-            ckpt = _load_checkpoint(ckpt_path)
-            diff = (
-                ["format"]
-                if ckpt.get("format") != CHECKPOINT_FORMAT
-                else _fingerprint_diff(ckpt["fingerprint"], fingerprint)
-            )
-            if diff:
-                log.warning(
-                    "%s: checkpoint %s was written by a different configuration (differs in: %s); "
-                    "starting afresh",
-                    name,
-                    ckpt_path,
-                    ", ".join(diff),
-                )
-            else:
-                model.load_state_dict(ckpt["model"])
-                for opt, state in zip(optimizers, ckpt["optimizers"], strict=True):
-                    opt.load_state_dict(state)
-                history = list(ckpt["history"])
-                best_state = ckpt["best"]["state_dict"]
-                best_epoch, best_val = int(ckpt["best"]["epoch"]), float(ckpt["best"]["val_loss"])
-                bad_epochs = int(ckpt["epochs_without_improvement"])
-                start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
-                stopped_early = bool(ckpt["stopped_early"])
-                initial_val = float(ckpt["initial_val_loss"])
-                _set_rng_state(ckpt["rng"])
-                if scheduler == "cosine" and int(ckpt["epochs"]) != epochs:
-                    log.warning(
-                        "%s: resuming a cosine schedule planned for %d epochs with epochs=%d; "
-                        "the learning rate follows the new length from here on",
-                        name,
-                        int(ckpt["epochs"]),
-                        epochs,
-                    )
-                log.info("%s: resumed from %s after epoch %d", name, ckpt_path, start_epoch)
-        resumed_from = start_epoch
-        if start_epoch == 0:
-            # The untrained model's validation loss; evaluating draws no random numbers that
-            # training would see (forked RNG), so the trained weights do not depend on it.
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                initial_val = _evaluate(model, val_images, val_bs, dev, autocast)
-
-        for epoch in range(start_epoch, epochs):
-            if stopped_early:
-                break
-            t_epoch = time.perf_counter()
-            model.train()
-            perm = _epoch_permutation(len(train_images), seed, epoch)
-            index_lists = [perm[i * batch_size : (i + 1) * batch_size] for i in range(n_batches)]
-            sums: dict[str, float] = {}
-            seen = 0
-            bar = progress(total=n_batches, desc=f"{name} {epoch + 1}/{epochs}", unit="batch")
-            t_train = time.perf_counter()
-            for batch in _iterate(train_images, index_lists, num_workers, dev.type == "cuda"):
-                factor = lr_factor(
-                    scheduler,
-                    global_step,
-                    n_batches,
-                    epochs,
-                    warmup_epochs=warmup_epochs,
-                    milestones=milestones,
-                    lr_gamma=lr_gamma,
-                    min_lr_ratio=min_lr_ratio,
-                )
-                _set_lr(optimizers, factor)
-                x = images_to_tensor(batch, dev)
-                logs = model.training_step(x, optimizers, grad_clip=grad_clip, autocast=autocast)
-                if not math.isfinite(logs["loss"]):
-                    raise FloatingPointError(
-                        f"{name}: non-finite training loss at epoch {epoch + 1}, "
-                        f"step {global_step + 1}"
-                    )
-                b = x.shape[0]
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * b
-                seen += b
-                global_step += 1
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{sums['loss'] / seen:.4g}",
-                    img_s=f"{seen / max(time.perf_counter() - t_train, 1e-9):.0f}",
-                )
-            bar.close()
-            train_seconds = time.perf_counter() - t_train
-
-            val = _evaluate(model, val_images, val_bs, dev, autocast)
-            if not math.isfinite(val):
-                raise FloatingPointError(f"{name}: non-finite validation loss at epoch {epoch + 1}")
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": sums["loss"] / seen,
-                "val_loss": val,
-                "lr": optimizers[0].param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t_epoch,
-                "images_per_s": seen / max(train_seconds, 1e-9),
-            }
-            for k in sorted(sums):
-                if k != "loss":
-                    row[f"train_{k}"] = sums[k] / seen
-            history.append(row)
-
-            if val < best_val - min_delta:
-                best_val, best_epoch, bad_epochs = val, epoch + 1, 0
-                best_state = _cpu_state_dict(model)
-            else:
-                bad_epochs += 1
-            stopped_early = patience is not None and bad_epochs >= patience
-            log.info(
-                "%s epoch %d/%d: train %.5g, val %.5g%s (%.1fs, %.0f img/s)",
-                name,
-                epoch + 1,
-                epochs,
-                row["train_loss"],
-                val,
-                " *" if best_epoch == epoch + 1 else "",
-                row["seconds"],
-                row["images_per_s"],
-            )
-
-            if ckpt_path is not None:
-                save_torch(
-                    ckpt_path,
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "fingerprint": fingerprint,
-                        "epoch": epoch + 1,
-                        "epochs": epochs,
-                        "global_step": global_step,
-                        "model": _cpu_state_dict(model),
-                        "optimizers": [opt.state_dict() for opt in optimizers],
-                        "rng": _rng_state(),
-                        "history": history,
-                        "best": {
-                            "state_dict": best_state,
-                            "epoch": best_epoch,
-                            "val_loss": best_val,
-                        },
-                        "epochs_without_improvement": bad_epochs,
-                        "stopped_early": stopped_early,
-                        "initial_val_loss": initial_val,
-                    },
-                )
+        resumed_from = _resume_or_evaluate(run, checkpoint_path, fingerprint, val_images)
+        while run.epoch < config.epochs and not run.stopped_early:
+            row = _epoch(run, train_images, val_images, seed, num_workers)
+            run.record(row)
+            _log_epoch(run, row)
+            if checkpoint_path is not None:
+                checkpoint.save_resume(checkpoint_path, run.resume_state(fingerprint))
             if on_epoch is not None:
                 on_epoch(dict(row))
-            if stopped_early:
-                log.info("%s: early stop after %d epochs without improvement", name, bad_epochs)
-                break
+        if run.stopped_early:
+            log.info("%s: early stop after %d epochs without improvement", run.name, run.bad_epochs)
+        return _result(run, resumed_from)
 
-        if best_epoch == 0:
-            raise RuntimeError(f"{name}: no epoch was trained (epochs={epochs})")
-        model.load_state_dict(best_state)
-        model.eval()
-        frame = pd.DataFrame(history)
-        extra_cols = [c for c in frame.columns if c not in BASE_COLUMNS]
-        frame = frame[BASE_COLUMNS + extra_cols]
-        return TrainResult(
-            best_state_dict=best_state,
-            best_epoch=best_epoch,
-            best_val_loss=best_val,
-            initial_val_loss=initial_val,
-            history=frame,
-            device=describe_device(dev),
-            stopped_early=stopped_early,
-            resumed_from_epoch=resumed_from,
-        )
-    finally:
-        if deterministic:
-            torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-            torch.backends.cudnn.benchmark = prev_bench
-        torch.set_num_threads(prev_threads)
+
+def _result(run: _Run, resumed_from: int) -> TrainResult:
+    if run.best_epoch == 0:
+        raise RuntimeError(f"{run.name}: no epoch was trained (epochs={run.config.epochs})")
+    run.model.load_state_dict(run.best_state)
+    run.model.eval()
+    frame = pd.DataFrame(run.history)
+    frame = frame[BASE_COLUMNS + [c for c in frame.columns if c not in BASE_COLUMNS]]
+    return TrainResult(
+        best_state_dict=run.best_state,
+        best_epoch=run.best_epoch,
+        best_val_loss=run.best_val,
+        initial_val_loss=run.initial_val,
+        history=frame,
+        device=describe_device(run.device),
+        stopped_early=run.stopped_early,
+        resumed_from_epoch=resumed_from,
+    )

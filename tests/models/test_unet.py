@@ -1,4 +1,4 @@
-"""U-Net identity mapping (DESIGN.md section 6) and the coarse-noise remedy (Kascenas et al.)."""
+"""U-Net identity mapping (docs/architecture.md, "Protocol") and the coarse-noise remedy (Kascenas et al.)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,15 @@ import torch
 
 from imgae_dx.models import build_model
 from imgae_dx.models.unet import make_noise, noise_grid
+from tests.conftest import phantoms
 
 SIZE = 32
 
 
-def scenes(n: int, seed: int, texture: float = 0.05) -> torch.Tensor:
-    """(n, 1, SIZE, SIZE): jittered 'chest' phantoms -- bright body, two dark lungs -- plus
-    fine i.i.d. texture (std ``texture``), which a plain autoencoder cannot compress away and
-    so has to pass through its skip connections, as it does with real radiographs."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
-    out = []
-    for _ in range(n):
-        cx, cy = (0.5 + 0.03 * torch.randn(2, generator=g)).tolist()
-        img = 0.15 + 0.5 * ((((xx - cx) / 0.42) ** 2 + ((yy - cy) / 0.46) ** 2) < 1).float()
-        for side in (-1, 1):
-            lung = (((xx - cx - side * 0.19) / 0.13) ** 2 + ((yy - cy) / 0.3) ** 2) < 1
-            img = img - 0.35 * lung.float()
-        out.append(img)
-    x = torch.nn.functional.avg_pool2d(torch.stack(out)[:, None], 3, 1, 1, count_include_pad=False)
-    return (x + texture * torch.randn(x.shape, generator=g)).clamp(0, 1)
+def scenes(n: int, seed: int) -> torch.Tensor:
+    """Chest phantoms with fine i.i.d. texture (std 0.05), which a plain autoencoder cannot
+    compress away and so has to pass through its skip connections, as with real radiographs."""
+    return phantoms(n, seed, SIZE, texture=0.05)
 
 
 LESION = 0.45  # intensity of the inserted lesion

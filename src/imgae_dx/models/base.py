@@ -13,6 +13,7 @@ Conventions (all tensor-facing methods):
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 from collections.abc import Callable, Sequence
@@ -37,8 +38,11 @@ __all__ = [
 AutocastFactory = Callable[[], AbstractContextManager]
 
 
-class AnomalyModel(nn.Module):
+class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class of the reconstruction models (ae, vae, unet, ra).
+
+    A subclass implements :meth:`forward` and :meth:`training_loss` (abstract); the rest has
+    defaults it may override.
 
     Class attributes:
         registry_name: the ``@register_model`` name (``ae``, ``vae``, ...).
@@ -57,24 +61,28 @@ class AnomalyModel(nn.Module):
         self.model_args: dict[str, Any] = {}
 
     # ---- inference -------------------------------------------------------------------------
+    @abc.abstractmethod
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 1, H, W) in [0, 1] -> x_hat: (B, 1, H, W) in [0, 1].
 
         Deterministic in ``eval()`` mode (VAE/RA decode the posterior mean).
         """
-        raise NotImplementedError
 
     def encoder_features(self, x: Tensor) -> list[Tensor]:
         """Multi-scale encoder embeddings of ``x``: a list of (B, C_i, H_i, W_i), fine to coarse.
 
-        Optional; used by scoring for a download-free perceptual saliency.
+        Optional; used by scoring for a download-free perceptual saliency
+        (``score.saliency: features``).
         """
-        raise NotImplementedError(f"{type(self).__name__} does not expose encoder features")
+        raise TypeError(
+            f"{type(self).__name__} does not expose encoder features "
+            "(score.saliency 'features' needs a model that does, e.g. ra)"
+        )
 
     # ---- objectives ------------------------------------------------------------------------
+    @abc.abstractmethod
     def training_loss(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         """The training objective on a batch: (scalar loss, extra terms to log as floats)."""
-        raise NotImplementedError
 
     def validation_loss(self, x: Tensor) -> Tensor:
         """Label-free validation objective (scalar, mean over the batch), called in eval mode.
