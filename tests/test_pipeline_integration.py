@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from imgae_dx.config import apply_overlay
+from tests.conftest import REPO, TINY_ARCH
+
 MODELS = ["ae", "vae", "unet", "ra"]
 
 TINY = {
@@ -34,13 +36,6 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 32, "patience": 2, "num_threads": 2},
     "report": {"bootstrap": 40},
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -75,14 +70,15 @@ def workspace(tmp_path_factory):
         shutil.copy2(src, dst)
     (ws / "dvc.lock").unlink(missing_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params = _merge(params, TINY)
-    for m in MODELS:
-        params["arch"][m] = _merge(params["arch"].get(m) or {}, TINY_ARCH.get(m, {}))
+    params = apply_overlay(params, TINY)
+    for m in MODELS:  # the test-wide tiny models, two short epochs each
+        smoke = {**TINY_ARCH[m], "epochs": 2, "max_train_batches_per_epoch": 4}
+        params["arch"][m] = apply_overlay(params["arch"].get(m) or {}, smoke)
+    params["arch"]["ra"]["batch_size"] = 16
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws / 'mlflow-test.db'}"
-    env["IMGAE_DX_PROGRESS"] = "0"
     env.setdefault("GIT_AUTHOR_NAME", "ci")
     env.setdefault("GIT_AUTHOR_EMAIL", "ci@example.invalid")
     env.setdefault("GIT_COMMITTER_NAME", "ci")
@@ -91,21 +87,6 @@ def workspace(tmp_path_factory):
     _run(["git", "add", "-A"], ws, env)
     _run(["git", "commit", "-qm", "tiny"], ws, env)
     return ws, env
-
-
-# Architecture sizes small enough for a 32² smoke run of the whole DAG.
-TINY_ARCH = {
-    "ae": {"epochs": 2, "max_train_batches_per_epoch": 4},
-    "vae": {"epochs": 2, "max_train_batches_per_epoch": 4},
-    "unet": {"depth": 2, "base_channels": 8, "epochs": 2, "max_train_batches_per_epoch": 4},
-    "ra": {
-        "channels": [8, 16, 16],
-        "latent_dim": 16,
-        "epochs": 2,
-        "batch_size": 16,
-        "max_train_batches_per_epoch": 4,
-    },
-}
 
 
 @pytest.mark.slow

@@ -89,12 +89,6 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs: Any) -> None:
         df.to_csv(tmp, **kwargs)
 
 
-def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-
-
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -12,6 +12,10 @@ anything: ``load_lpips`` reads them from files you place yourself. Accepted layo
   ``backbone_weights``.
 
 Used by the RA anomaly map (``scoring.anomaly_map(..., lpips_fn=make_lpips_fn(...))``).
+
+Written here rather than taken from the ``lpips`` package because that package fetches its
+backbone through torchvision's download machinery and torchvision wheels do not import beside
+this project's CPU torch; the network is five backbone taps and five 1×1 convolutions.
 """
 
 from __future__ import annotations

@@ -79,6 +79,9 @@ def ssim_map(
     3.5 σ and population (not sample) covariances, as in scikit-image's
     ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``; borders use
     symmetric reflection. Computed per image, never across the batch.
+
+    Written here rather than taken from scikit-image (not a dependency) because that returns
+    one image's map per call; this is five scipy filters over the whole batch at once.
     """
     a, b = _pair(x, y)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -112,6 +115,10 @@ def clahe(
     clipping), the excess is spread evenly over all bins, and the tile's CDF is its intensity
     mapping. Each pixel's output interpolates bilinearly between the mappings of the four
     nearest tile centres. Returns (B, H, W) float32 in [0, 1].
+
+    Written here because neither OpenCV nor scikit-image is a dependency, and because the RA
+    map needs it on whole batches: the histograms of every tile of every image are one
+    ``bincount``.
     """
     a = _as_batch(x)
     bsz, h, w = a.shape
@@ -154,33 +161,18 @@ def clahe(
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def _resize_bilinear(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(B, h, w) -> (B, H, W), half-pixel centres (= torch ``align_corners=False``)."""
-    _, h, w = a.shape
-    oh, ow = size
-
-    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, src - lo
-
-    y0, y1, wy = axis(oh, h)
-    x0, x1, wx = axis(ow, w)
-    wy, wx = wy[None, :, None], wx[None, None, :]
-    top = a[:, y0][:, :, x0] * (1 - wx) + a[:, y0][:, :, x1] * wx
-    bot = a[:, y1][:, :, x0] * (1 - wx) + a[:, y1][:, :, x1] * wx
-    return top * (1 - wy) + bot * wy
-
-
 def feature_saliency(
     feats_x: Sequence[np.ndarray], feats_x_hat: Sequence[np.ndarray], size: tuple[int, int]
 ) -> np.ndarray:
     """Mean over levels of 1 - cosine similarity of two embeddings, upsampled to ``size``.
 
     ``feats_*``: per level ``(B, C, h, w)`` (e.g. the RA encoder's outputs after each pooling
-    stage for x and for x̂). Returns (B, H, W) float32 in [0, 2].
+    stage for x and for x̂). Returns (B, H, W) float32 in [0, 2]. Cosine similarity over
+    channels and bilinear upsampling (half-pixel centres) are torch's, in float64.
     """
+    import torch
+    import torch.nn.functional as F
+
     if len(feats_x) == 0 or len(feats_x) != len(feats_x_hat):
         raise ValueError("features must be two equally long, non-empty lists of (B, C, h, w)")
     acc = None
@@ -190,10 +182,12 @@ def feature_saliency(
             raise ValueError(
                 f"feature levels must match and be (B, C, h, w): {fa.shape}, {fb.shape}"
             )
-        cos = (fa * fb).sum(1) / (np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1) + 1e-8)
-        level = _resize_bilinear(1.0 - cos, size)
+        cos = F.cosine_similarity(torch.from_numpy(fa), torch.from_numpy(fb), dim=1, eps=1e-8)
+        level = F.interpolate(
+            (1.0 - cos)[:, None], size=tuple(size), mode="bilinear", align_corners=False
+        )[:, 0]
         acc = level if acc is None else acc + level
-    return (acc / len(feats_x)).astype(np.float32)
+    return (acc / len(feats_x)).numpy().astype(np.float32)
 
 
 def resolve_saliency(
@@ -298,19 +292,3 @@ def image_scores(maps: np.ndarray, reduce: str = "mean") -> np.ndarray:
     if match and 0.0 <= float(match.group(1)) <= 100.0:
         return np.percentile(m, float(match.group(1)), axis=1)
     raise ValueError(f"reduce must be 'mean', 'max' or 'pNN' (e.g. 'p99'), got {reduce!r}")
-
-
-def method_meta(
-    method: str,
-    *,
-    reduce: str = "mean",
-    smooth_sigma: float = 0.0,
-    saliency: str | None = None,
-    features: tuple | None = None,
-    lpips_fn: LpipsFn | None = None,
-) -> dict:
-    """The scoring recipe as a JSON-able dict (for ``meta_json`` and metrics.json)."""
-    meta = {"map": method, "reduce": reduce, "smooth_sigma": float(smooth_sigma)}
-    if method == "ra":
-        meta["saliency"] = resolve_saliency(saliency, features=features, lpips_fn=lpips_fn)
-    return meta

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
 from imgae_dx.data import nih
 from imgae_dx.io import atomic_path
-from imgae_dx.progress import progress
 
 
 def load_image(path: str | os.PathLike, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -76,7 +76,7 @@ def prepare_split(
             tmp, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size)
         )
         jobs = [(str(p), image_size) for p in paths]
-        bar = progress(total=n, desc=desc, unit="img")
+        bar = tqdm(total=n, desc=desc, unit="img", disable=None, leave=False)
         if workers <= 1 or n < 64:
             results = map(_work, jobs)
             pool = None

@@ -1,32 +1,31 @@
-"""DVC stage ``fetch`` as an importable, testable function; ``stages/fetch.py`` calls it."""
+"""DVC stage ``fetch``: ``data/raw`` from ``data.source``; ``stages/fetch.py`` calls it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from imgae_dx import paths
+from imgae_dx.config import Params
+from imgae_dx.data import sources
+from imgae_dx.data import split as splitlib
 from imgae_dx.io import atomic_dir
-from imgae_dx.pipeline.common import CACHE, RAW, select_split
 
 
-def fetch(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``fetch``: fill ``data/raw`` from ``data.source`` (atomically swapped in when complete)."""
-    from imgae_dx.data import sources
+def fetch(params: Params) -> dict[str, Any]:
+    """Fill ``data/raw`` from ``data.source``, swapped in atomically once complete.
 
-    data = params["data"]
-    source = data["source"]
-    seed = params["seed"]
+    Sources that transfer data ask ``select`` which images the split needs, so they fetch
+    nothing more.
+    """
 
     def select(metadata_dir: Path) -> list[str]:
-        return select_split(metadata_dir, data, seed).images()
+        return splitlib.select(metadata_dir, params.data, params.seed).images()
 
     t0 = time.time()
-    with atomic_dir(RAW) as tmp:
+    with atomic_dir(paths.RAW) as tmp:
         info = sources.fetch(
-            source, tmp, block=dict(data.get(source) or {}), select=select, cache_dir=CACHE / source
+            params.data, tmp, select=select, cache_dir=paths.CACHE / params.data.source
         )
-    info = dict(info or {})
-    info.update({"source": source, "seconds": round(time.time() - t0, 1)})
-    return info
+    return {**(info or {}), "source": params.data.source, "seconds": round(time.time() - t0, 1)}

@@ -1,31 +1,27 @@
-"""DVC stage ``prepare`` as an importable, testable function; ``stages/prepare.py`` calls it."""
+"""DVC stage ``prepare``: uint8 arrays at ``data.image_size``; ``stages/prepare.py`` calls it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import pandas as pd
 
-from imgae_dx.data import split as splitlib
+from imgae_dx import paths
+from imgae_dx.config import Params
+from imgae_dx.data.prepare import prepare_split, scale_boxes
+from imgae_dx.data.split import SPLITS
 from imgae_dx.io import write_csv
-from imgae_dx.pipeline.common import PREPARED, RAW, SPLIT
 
 
-def prepare(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``prepare``: decode + resize every split into ``data/prepared/<split>.npy``."""
-    from imgae_dx.data.prepare import prepare_split, scale_boxes
-
-    size = params["data"]["image_size"]
-    PREPARED.mkdir(parents=True, exist_ok=True)
+def prepare(params: Params) -> dict[str, int]:
+    """Decode + resize every split into ``data/prepared/<split>.npy``; test boxes rescaled."""
+    size = params.data.image_size
     counts = {}
-    for name in splitlib.SPLITS:
-        manifest = pd.read_csv(SPLIT / f"{name}.csv")
+    for name in SPLITS:
+        manifest = pd.read_csv(paths.manifest(name))
         sizes = prepare_split(
-            manifest, RAW, PREPARED / f"{name}.npy", image_size=size, desc=f"prepare {name}"
+            manifest, paths.RAW, paths.prepared(name), image_size=size, desc=f"prepare {name}"
         )
         counts[name] = len(manifest)
         if name == "test":
-            boxes = pd.read_csv(SPLIT / "boxes.csv")
-            write_csv(PREPARED / "boxes.csv", scale_boxes(boxes, manifest, sizes, size))
+            boxes = pd.read_csv(paths.SPLIT_BOXES)
+            write_csv(paths.PREPARED_BOXES, scale_boxes(boxes, manifest, sizes, size))
     return counts

@@ -1,35 +1,33 @@
-"""DVC stage ``split`` as an importable, testable function; ``stages/split.py`` calls it."""
+"""DVC stage ``split``: patient-level manifests; ``stages/split.py`` calls it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from imgae_dx import paths
+from imgae_dx.config import Params
 from imgae_dx.data import split as splitlib
+from imgae_dx.data.samples import samples_figure
 from imgae_dx.io import write_csv, write_json
-from imgae_dx.pipeline.common import RAW, REPORTS, SPLIT, select_split
 
 
-def split(params: Mapping[str, Any]) -> dict[str, Any]:
+def split(params: Params) -> dict[str, Any]:
     """``split``: manifests, test boxes, a summary and a figure of sample images."""
-    data = params["data"]
-    sel = select_split(RAW, data, params["seed"])
-    splits = sel.as_dict()
-    _, _, _, boxes = splitlib.load_metadata(RAW)
+    source = params.data.source
+    sel = splitlib.select(paths.RAW, params.data, params.seed)
+    boxes = splitlib.load_metadata(paths.RAW)[3]
     boxes = boxes[boxes["image"].isin(set(sel.test["image"]))].sort_values(["image", "finding"])
-    for name, df in splits.items():
-        write_csv(SPLIT / f"{name}.csv", df)
-    write_csv(SPLIT / "boxes.csv", boxes.reset_index(drop=True))
-    summary = splitlib.summarize(splits, data["source"])
+    for name, df in sel.as_dict().items():
+        write_csv(paths.manifest(name), df)
+    write_csv(paths.SPLIT_BOXES, boxes.reset_index(drop=True))
+    summary = splitlib.summarize(sel.as_dict(), source)
     summary["n_test_boxes"] = int(len(boxes))
-    write_json(SPLIT / "summary.json", summary)
-    from imgae_dx.data.samples import samples_figure
-
+    write_json(paths.SUMMARY, summary)
     samples_figure(
-        RAW,
+        paths.RAW,
         sel.test,
         boxes,
-        REPORTS / "figures" / f"{data['source']}_samples.png",
-        title=f"{data['source']} data: sample test images",
+        paths.samples_figure(source),
+        title=f"{source} data: sample test images",
     )
     return summary

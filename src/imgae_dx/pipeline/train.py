@@ -1,80 +1,33 @@
-"""DVC stage ``train`` as an importable, testable function; ``stages/train.py`` calls it."""
+"""DVC stage ``train@<arch>``: fit on train normals, select on val normals; ``stages/train.py``."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from imgae_dx import config
-from imgae_dx.io import save_torch, write_csv
-from imgae_dx.pipeline.common import MODELS, PREPARED, REPORTS, RESUME
+from imgae_dx import checkpoint, paths, tracking
+from imgae_dx.config import Params
+from imgae_dx.io import write_csv
+from imgae_dx.models import build_model
+from imgae_dx.train import TIMING_COLUMNS, TrainResult, train_model
 
 
-def _fingerprint(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, np.ndarray):
-            h.update(np.ascontiguousarray(p).tobytes())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
+def train(params: Params, arch: str) -> dict[str, Any]:
+    """``train@<arch>``: write ``models/<arch>.pt`` and ``reports/train/<arch>.csv``.
 
-
-def _training_code(pkg: Path | None = None) -> str:
-    """Digest of the sources that decide the trained weights (the loop and every model) of the
-    package at ``pkg`` (default: this one), so a checkpoint written by other code is never
-    resumed."""
-    pkg = pkg or Path(__file__).resolve().parents[1]
-    files = sorted((pkg / "models").glob("*.py")) + [pkg / "train.py", pkg / "device.py"]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
-    """``train@<arch>``: fit on train normals, early-stop on val normals, write ``models/<arch>.pt``."""
+    An interrupted run resumes from ``models/.resume/<arch>.pt`` when ``train.resume`` is on
+    and that state was written by the same model, settings, seed, data and training code
+    (:func:`imgae_dx.checkpoint.fingerprint`); the state is removed once the model is written,
+    so a later run (say after a code change DVC noticed) trains afresh.
+    """
     import torch
 
-    from imgae_dx import tracking
-    from imgae_dx.models import build_model
-    from imgae_dx.train import TIMING_COLUMNS, train_model
-
-    margs = config.model_args(params, arch)
-    targs = config.train_args(params, arch)
-    seed = int(params["seed"])
-    train_x = np.load(PREPARED / "train.npy", mmap_mode="r")
-    val_x = np.load(PREPARED / "val.npy", mmap_mode="r")
-
-    # The resumable checkpoint is only trusted for the very same code, model, settings and data;
-    # it exists only while a run is unfinished (removed once models/<arch>.pt is written).
-    resume_path = RESUME / f"{arch}.pt"
-    stamp_path = RESUME / f"{arch}.json"
-    fp = _fingerprint(
-        arch,
-        margs,
-        {k: v for k, v in targs.items() if k != "resume"},
-        seed,
-        np.asarray(train_x[:: max(1, len(train_x) // 64)]),
-        len(train_x),
-        len(val_x),
-        _training_code(),
-    )
-    resume = bool(targs["resume"])
-    if resume_path.exists():
-        old = json.loads(stamp_path.read_text()) if stamp_path.exists() else {}
-        if old.get("fingerprint") != fp or not resume:
-            resume_path.unlink()
-    RESUME.mkdir(parents=True, exist_ok=True)
-    stamp_path.write_text(json.dumps({"fingerprint": fp}))
-
-    torch.manual_seed(seed)
+    margs, targs = params.model_args(arch), params.train_for(arch)
+    train_x = np.load(paths.prepared("train"), mmap_mode="r")
+    val_x = np.load(paths.prepared("val"), mmap_mode="r")
+    torch.manual_seed(params.seed)
     model = build_model(arch, **margs)
     n_params = sum(p.numel() for p in model.parameters())
     stage = f"train@{arch}"
@@ -82,66 +35,72 @@ def train(params: Mapping[str, Any], arch: str) -> dict[str, Any]:
         run.log_params(
             {
                 "arch": arch,
-                "seed": seed,
+                "seed": params.seed,
                 "model": margs,
-                "train": targs,
+                "train": targs.model_dump(),
                 "n_parameters": n_params,
-                "data": {k: params["data"][k] for k in ("source", "image_size", "views", "shards")},
+                "data": params.data.model_dump(include={"source", "image_size", "views", "shards"}),
             }
         )
-
-        def on_epoch(row: dict[str, Any]) -> None:
-            run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-
         result = train_model(
             model,
             train_x,
             val_x,
-            seed=seed,
-            checkpoint_path=resume_path,
-            on_epoch=on_epoch,
+            targs,
+            seed=params.seed,
+            checkpoint_path=paths.resume_checkpoint(arch),
+            on_epoch=lambda row: run.log_metrics(
+                {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+            ),
             desc=stage,
-            **{k: v for k, v in targs.items() if k != "resume"},
-            resume=resume,
         )
-        ckpt = {
-            "arch": arch,
-            "model_args": margs,
-            "state_dict": result.best_state_dict,
-            "best_epoch": int(result.best_epoch),
-            "best_val_loss": float(result.best_val_loss),
-            "initial_val_loss": float(result.initial_val_loss),
-            "n_parameters": int(n_params),
-            "params": {"seed": seed, "train": targs, "image_size": params["data"]["image_size"]},
-        }
-        save_torch(MODELS / f"{arch}.pt", ckpt)
-        history = result.history
-        # The curve DVC tracks holds only what the seed determines, so a rerun with the same
-        # params and code writes the same bytes; wall-clock columns (seconds, images/s) go to
-        # MLflow per epoch and into the summary below. Epoch 0 is the untrained model: only
-        # its validation loss exists.
-        columns = [c for c in history.columns if c not in TIMING_COLUMNS]
-        curve = pd.concat(
-            [pd.DataFrame([{"epoch": 0, "val_loss": result.initial_val_loss}]), history],
-            ignore_index=True,
-        )[columns]
-        write_csv(REPORTS / "train" / f"{arch}.csv", curve, float_format="%.6g")
-        train_seconds = float(history["seconds"].sum())
-        summary = {
-            "best_epoch": int(result.best_epoch),
-            "best_val_loss": float(result.best_val_loss),
-            "initial_val_loss": float(result.initial_val_loss),
-            "epochs_run": int(len(history)),
-            "n_parameters": int(n_params),
-            "first_val_loss": float(history["val_loss"].iloc[0]),
-            "train_seconds": round(train_seconds, 3),
-            "mean_images_per_s": round(float(history["images_per_s"].mean()), 1),
-            "device": str(result.device),
-        }
+        checkpoint.save_model(paths.model(arch), _model_file(params, arch, result, n_params))
+        write_csv(paths.train_curve(arch), tracked_curve(result), float_format="%.6g")
+        summary = _summary(result, n_params)
         run.log_metrics({k: v for k, v in summary.items() if k != "device"})
-        run.log_artifact(REPORTS / "train" / f"{arch}.csv")
-    # Finished: a later run (e.g. after a code change DVC noticed) must train afresh, not
-    # "resume" the completed run and hand back its weights.
-    resume_path.unlink(missing_ok=True)
-    stamp_path.unlink(missing_ok=True)
+        run.log_artifact(paths.train_curve(arch))
+    paths.resume_checkpoint(arch).unlink(missing_ok=True)
     return summary
+
+
+def _model_file(params: Params, arch: str, result: TrainResult, n_params: int) -> dict:
+    """The content of ``models/<arch>.pt`` (``docs/architecture.md``, "Outputs")."""
+    return {
+        "arch": arch,
+        "model_args": params.model_args(arch),
+        "state_dict": result.best_state_dict,
+        "best_epoch": int(result.best_epoch),
+        "best_val_loss": float(result.best_val_loss),
+        "initial_val_loss": float(result.initial_val_loss),
+        "n_parameters": int(n_params),
+        "params": {
+            "seed": params.seed,
+            "train": params.train_for(arch).model_dump(),
+            "image_size": params.data.image_size,
+        },
+    }
+
+
+def tracked_curve(result: TrainResult) -> pd.DataFrame:
+    """The curve DVC tracks: what the seed determines, so a rerun with the same params and code
+    writes the same bytes. Wall-clock columns go to MLflow and the stage's summary instead.
+    Epoch 0 is the untrained model: only its validation loss exists."""
+    history = result.history
+    columns = [c for c in history.columns if c not in TIMING_COLUMNS]
+    untrained = pd.DataFrame([{"epoch": 0, "val_loss": result.initial_val_loss}])
+    return pd.concat([untrained, history], ignore_index=True)[columns]
+
+
+def _summary(result: TrainResult, n_params: int) -> dict[str, Any]:
+    history = result.history
+    return {
+        "best_epoch": int(result.best_epoch),
+        "best_val_loss": float(result.best_val_loss),
+        "initial_val_loss": float(result.initial_val_loss),
+        "epochs_run": int(len(history)),
+        "n_parameters": int(n_params),
+        "first_val_loss": float(history["val_loss"].iloc[0]),
+        "train_seconds": round(float(history["seconds"].sum()), 3),
+        "mean_images_per_s": round(float(history["images_per_s"].mean()), 1),
+        "device": str(result.device),
+    }

@@ -1,0 +1,142 @@
+"""A trained model over images: reconstructions, anomaly maps and image scores.
+
+The model runs in torch (batched, on the GPU when there is one); the maps are the pure numpy
+functions of :mod:`imgae_dx.scoring`. How to score comes from the ``score`` params block
+(:class:`imgae_dx.config.ScoreParams`); ``map: auto`` means the architecture's own map
+(``AnomalyModel.default_score``: the squared residual, or the RA's CLAHE residual x saliency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from imgae_dx import scoring
+from imgae_dx.config import ScoreParams
+from imgae_dx.models.base import AnomalyModel
+
+__all__ = ["ScoreMethod", "Scores", "make_lpips_fn", "score_images", "score_method"]
+
+
+@dataclass(frozen=True)
+class ScoreMethod:
+    """The scoring recipe actually used for one model (recorded next to its scores)."""
+
+    map: str  # sq | abs | ssim | clahe | ra
+    saliency: str | None  # the RA map's saliency; None for the other maps
+    reduce: str
+    smooth_sigma: float
+    clahe_tiles: int
+    clahe_clip: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form stored in ``reports/maps/<arch>.npz`` (``meta_json``) and metrics.json."""
+        return {
+            "map": self.map,
+            "saliency": self.saliency,
+            "reduce": self.reduce,
+            "smooth_sigma": self.smooth_sigma,
+            "clahe_tiles": self.clahe_tiles,
+            "clahe_clip": self.clahe_clip,
+        }
+
+
+def score_method(model: AnomalyModel, score: ScoreParams) -> ScoreMethod:
+    """Resolve ``score.map: auto`` to the model's own map; saliency only for the RA map."""
+    method = score.map if score.map != "auto" else type(model).default_score
+    return ScoreMethod(
+        map=method,
+        saliency=score.saliency if method == "ra" else None,
+        reduce=score.reduce,
+        smooth_sigma=float(score.smooth_sigma),
+        clahe_tiles=int(score.clahe_tiles),
+        clahe_clip=float(score.clahe_clip),
+    )
+
+
+def make_lpips_fn(score: ScoreParams, device: torch.device) -> scoring.LpipsFn:
+    """The LPIPS saliency from the local weights ``score.lpips_weights`` (never downloaded)."""
+    from imgae_dx.lpips import make_lpips_fn as _make
+
+    if not score.lpips_weights:
+        raise ValueError("score.saliency 'lpips' needs score.lpips_weights (a local file)")
+    return _make(
+        score.lpips_weights,
+        net=score.lpips_net,
+        backbone_weights=score.lpips_backbone_weights,
+        device=str(device),
+    )
+
+
+@dataclass
+class Scores:
+    """What :func:`score_images` returns for N images of side S."""
+
+    scores: np.ndarray  # (N,) float64, higher = more anomalous
+    recons: np.ndarray | None = None  # (N, S, S) float16 in [0, 1], with keep_maps
+    maps: np.ndarray | None = None  # (N, S, S) float16, with keep_maps
+
+
+def score_images(
+    model: AnomalyModel,
+    images: np.ndarray,
+    method: ScoreMethod,
+    *,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    lpips_fn: scoring.LpipsFn | None = None,
+    keep_maps: bool = False,
+    desc: str = "score",
+) -> Scores:
+    """Image scores of ``images: (N, S, S) uint8`` and, with ``keep_maps``, the
+    reconstructions and anomaly maps."""
+    n = len(images)
+    out = Scores(scores=np.zeros(n, dtype=np.float64))
+    if keep_maps:
+        out.recons = np.zeros((n,) + images.shape[1:], dtype=np.float16)
+        out.maps = np.zeros((n,) + images.shape[1:], dtype=np.float16)
+    dev = torch.device(device)
+    model.to(dev).eval()
+    with torch.inference_mode():
+        for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=None, leave=False):
+            x, x_hat, amap = _score_batch(model, images[i : i + batch_size], method, dev, lpips_fn)
+            out.scores[i : i + len(x)] = scoring.image_scores(amap, method.reduce)
+            if keep_maps:
+                out.recons[i : i + len(x)] = x_hat.astype(np.float16)
+                out.maps[i : i + len(x)] = amap.astype(np.float16)
+    return out
+
+
+def _score_batch(
+    model: AnomalyModel,
+    batch: np.ndarray,
+    method: ScoreMethod,
+    device: torch.device,
+    lpips_fn: scoring.LpipsFn | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, x_hat, map) of one uint8 batch (B, S, S), each (B, S, S) float32."""
+    xb = torch.from_numpy(np.asarray(batch, dtype=np.float32) / 255.0)[:, None].to(device)
+    xh = model(xb).float().clamp(0, 1)  # (B, 1, S, S)
+    features = None
+    if method.map == "ra" and method.saliency == "features":
+        fx = [f.float().cpu().numpy() for f in model.encoder_features(xb)]
+        fh = [f.float().cpu().numpy() for f in model.encoder_features(xh)]
+        features = (fx, fh)
+    x_np = xb[:, 0].float().cpu().numpy()
+    xh_np = xh[:, 0].cpu().numpy()
+    amap = scoring.anomaly_map(
+        x_np,
+        xh_np,
+        method.map,
+        smooth_sigma=method.smooth_sigma,
+        saliency=method.saliency,
+        features=features,
+        lpips_fn=lpips_fn,
+        clahe_tiles=method.clahe_tiles,
+        clahe_clip=method.clahe_clip,
+    )
+    return x_np, xh_np, amap
