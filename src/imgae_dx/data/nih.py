@@ -153,9 +153,25 @@ def _strip_trailing_empty(row: list[str], keep: int) -> list[str]:
     return row
 
 
+ENTRY_COLUMNS = [
+    "image",
+    "findings",
+    "follow_up",
+    "patient_id",
+    "age",
+    "sex",
+    "view",
+    "width",
+    "height",
+    "spacing_x",
+    "spacing_y",
+]
+
+
 def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``Data_Entry_2017.csv`` into columns
-    ``image, findings, follow_up, patient_id, age, sex, view, width, height, spacing_x, spacing_y``.
+    """Read ``Data_Entry_2017.csv`` into the columns :data:`ENTRY_COLUMNS`
+    (``image, findings, follow_up, patient_id, age, sex, view, width, height, spacing_x,
+    spacing_y``).
 
     Tolerates a trailing empty column (the Kaggle copy has one) and ages written as ``058Y``
     (older releases). Any malformed row raises :class:`MetadataError` naming file, line and field.
@@ -171,79 +187,62 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
         raise MetadataError(
             f"{path}: line 1: unexpected header {','.join(header)!r}; expected {DATA_ENTRY_HEADER!r}"
         )
-    vocab = set(LABELS)
-    recs = []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        row = _strip_trailing_empty(row, 11)
-        if len(row) != 11:
-            raise MetadataError(
-                f"{path}: line {lineno}: expected 11 fields, got {len(row)}: {row!r}"
-            )
-        name, labels, fu, pid, age, sex, view, w, h, sx, sy = (c.strip() for c in row)
-
-        def bad(
-            field: str, value: str, why: str, lineno: int = lineno, name: str = name
-        ) -> MetadataError:
-            return MetadataError(f"{path}: line {lineno} ({name}): {field} {value!r}: {why}")
-
-        try:
-            p_from_name, fu_from_name = parse_image_name(name)
-        except ValueError as e:
-            raise bad("Image Index", name, "not an NIH image name") from e
-        findings = parse_findings(labels)
-        if labels != NO_FINDING:
-            unknown = [f for f in findings if f not in vocab]
-            if unknown or not findings:
-                raise bad(
-                    "Finding Labels",
-                    labels,
-                    f"unknown label(s) {unknown} (valid: {', '.join(LABELS)}, {NO_FINDING})",
-                )
-        try:
-            fu_i, pid_i = int(fu), int(pid)
-        except ValueError as e:
-            raise bad("Follow-up #/Patient ID", f"{fu}/{pid}", "not an integer") from e
-        if pid_i != p_from_name:
-            raise bad("Patient ID", pid, f"does not match the image name's patient {p_from_name}")
-        m = re.fullmatch(r"(\d+)\s*([YMD]?)", age)
-        if not m:
-            raise bad("Patient Age", age, "not an age")
-        age_i = int(m.group(1))
-        if m.group(2) == "M":
-            age_i //= 12
-        elif m.group(2) == "D":
-            age_i //= 365
-        if sex not in SEXES:
-            raise bad("Patient Gender", sex, "expected M or F")
-        if view not in VIEWS:
-            raise bad("View Position", view, "expected PA or AP")
-        try:
-            wi, hi, sxf, syf = int(float(w)), int(float(h)), float(sx), float(sy)
-        except ValueError as e:
-            raise bad("OriginalImage/PixelSpacing", f"{w},{h},{sx},{sy}", "not numeric") from e
-        recs.append((name, labels, fu_i, pid_i, age_i, sex, view, wi, hi, sxf, syf))
-    df = pd.DataFrame.from_records(
-        recs,
-        columns=[
-            "image",
-            "findings",
-            "follow_up",
-            "patient_id",
-            "age",
-            "sex",
-            "view",
-            "width",
-            "height",
-            "spacing_x",
-            "spacing_y",
-        ],
-    )
+    recs = [
+        _entry(path, lineno, _strip_trailing_empty(row, 11))
+        for lineno, row in enumerate(rows[1:], start=2)
+        if row and any(c.strip() for c in row)
+    ]
+    df = pd.DataFrame.from_records(recs, columns=ENTRY_COLUMNS)
     dup = df["image"][df["image"].duplicated()]
     if len(dup):
         raise MetadataError(f"{path}: duplicate Image Index {dup.iloc[0]!r}")
     return df
+
+
+def _entry(path: Path, lineno: int, row: list[str]) -> tuple:
+    """One row of Data_Entry_2017.csv, checked and typed (a tuple in ENTRY_COLUMNS order)."""
+    if len(row) != 11:
+        raise MetadataError(f"{path}: line {lineno}: expected 11 fields, got {len(row)}: {row!r}")
+    name, labels, fu, pid, age, sex, view, w, h, sx, sy = (c.strip() for c in row)
+
+    def bad(field: str, value: str, why: str) -> MetadataError:
+        return MetadataError(f"{path}: line {lineno} ({name}): {field} {value!r}: {why}")
+
+    try:
+        p_from_name, _ = parse_image_name(name)
+    except ValueError as e:
+        raise bad("Image Index", name, "not an NIH image name") from e
+    findings = parse_findings(labels)
+    unknown = [f for f in findings if f not in LABELS]
+    if labels != NO_FINDING and (unknown or not findings):
+        why = f"unknown label(s) {unknown} (valid: {', '.join(LABELS)}, {NO_FINDING})"
+        raise bad("Finding Labels", labels, why)
+    try:
+        fu_i, pid_i = int(fu), int(pid)
+    except ValueError as e:
+        raise bad("Follow-up #/Patient ID", f"{fu}/{pid}", "not an integer") from e
+    if pid_i != p_from_name:
+        raise bad("Patient ID", pid, f"does not match the image name's patient {p_from_name}")
+    age_i = _age_years(age)
+    if age_i is None:
+        raise bad("Patient Age", age, "not an age")
+    if sex not in SEXES:
+        raise bad("Patient Gender", sex, "expected M or F")
+    if view not in VIEWS:
+        raise bad("View Position", view, "expected PA or AP")
+    try:
+        wi, hi, sxf, syf = int(float(w)), int(float(h)), float(sx), float(sy)
+    except ValueError as e:
+        raise bad("OriginalImage/PixelSpacing", f"{w},{h},{sx},{sy}", "not numeric") from e
+    return (name, labels, fu_i, pid_i, age_i, sex, view, wi, hi, sxf, syf)
+
+
+def _age_years(text: str) -> int | None:
+    """``58``, ``058Y``, ``7M`` (months) or ``20D`` (days) in whole years; None if not an age."""
+    m = re.fullmatch(r"(\d+)\s*([YMD]?)", text)
+    if not m:
+        return None
+    return int(m.group(1)) // {"": 1, "Y": 1, "M": 12, "D": 365}[m.group(2)]
 
 
 def _num(value: float) -> str:

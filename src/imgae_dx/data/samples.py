@@ -107,11 +107,7 @@ def samples_figure(
         out_png: figure path (written atomically).
         title: figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     panels = choose_samples(
         test_manifest, boxes, n_normal=n_normal, per_finding=per_finding, seed=seed
@@ -126,43 +122,41 @@ def samples_figure(
     for ax in axes.flat:
         ax.axis("off")
     for ax, (name, kind, view) in zip(axes.flat, panels):
-        path = find_image(raw_dir, name)
-        if path is None:
-            ax.text(
-                0.5, 0.5, f"{name}\nnot found", ha="center", va="center", transform=ax.transAxes
-            )
-            continue
-        with Image.open(path) as im:
-            img = np.asarray(im.convert("L"))
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
-        label = "No Finding" if kind == "normal" else kind
-        ax.set_title(f"{label} ({view or '?'})\n{name}", fontsize=9)
-        g = by_image.get(name)
-        if g is not None and kind != "normal":
-            for r in g.itertuples(index=False):
-                main = r.finding == kind
-                color = _BOX_COLOR if main else _OTHER_COLOR
-                ax.add_patch(
-                    Rectangle(
-                        (r.x, r.y),
-                        r.w,
-                        r.h,
-                        fill=False,
-                        lw=1.6 if main else 1.0,
-                        ec=color,
-                        ls="-" if main else "--",
-                    )
-                )
-                ax.text(
-                    r.x,
-                    max(r.y - 2, 0),
-                    r.finding,
-                    color=color,
-                    fontsize=7,
-                    va="bottom",
-                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0},
-                )
+        _panel(ax, find_image(raw_dir, name), name, kind, view, by_image.get(name))
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     save_figure(fig, out_png)
     return panels
+
+
+def _panel(ax, path: Path | None, name: str, kind: str, view: str, boxes: pd.DataFrame | None):
+    """One image with its title and, for a finding, every box of the image."""
+    if path is None:
+        ax.text(0.5, 0.5, f"{name}\nnot found", ha="center", va="center", transform=ax.transAxes)
+        return
+    with Image.open(path) as im:
+        img = np.asarray(im.convert("L"))
+    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
+    label = "No Finding" if kind == "normal" else kind
+    ax.set_title(f"{label} ({view or '?'})\n{name}", fontsize=9)
+    if boxes is None or kind == "normal":
+        return
+    for r in boxes.itertuples(index=False):
+        _box(ax, r, main=r.finding == kind)
+
+
+def _box(ax, r, *, main: bool) -> None:
+    """A box and its label: solid green for the panel's finding, dashed yellow for others."""
+    from matplotlib.patches import Rectangle
+
+    color = _BOX_COLOR if main else _OTHER_COLOR
+    ax.add_patch(
+        Rectangle(
+            (r.x, r.y), r.w, r.h, fill=False, lw=1.6 if main else 1.0, ec=color,
+            ls="-" if main else "--",
+        )
+    )  # fmt: skip
+    ax.text(
+        r.x, max(r.y - 2, 0), r.finding, color=color, fontsize=7, va="bottom",
+        bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0},
+    )  # fmt: skip

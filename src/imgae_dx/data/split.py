@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from imgae_dx.data import nih
+
+if TYPE_CHECKING:
+    from imgae_dx.config import DataParams
 
 MANIFEST_COLUMNS = [
     "image",
@@ -80,48 +84,16 @@ def make_split(
     Caps subsample images at random (seeded) within a split, after the patient assignment,
     so a cap never moves a patient between splits.
     """
-    views = list(views)
-    for v in views:
-        if v not in nih.VIEWS:
-            raise ValueError(f"data.views: unknown view {v!r} (valid: {', '.join(nih.VIEWS)})")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-    shard_names = nih.normalize_shards(shards)
     df = entries.copy()
     df["shard"] = [nih.shard_of(n) for n in df["image"]]
-    df = df[df["view"].isin(views) & df["shard"].isin(shard_names)]
+    df = df[df["view"].isin(list(views)) & df["shard"].isin(nih.normalize_shards(shards))]
     df["label"] = (df["findings"] != nih.NO_FINDING).astype(int)
     rng = np.random.default_rng(seed)
-
-    # Patient partition: official lists when given, else a seeded patient-level split.
-    patients = np.array(sorted(df["patient_id"].unique()))
-    if test_list is not None:
-        test_names = set(test_list)
-        tv_names = set(train_val_list) if train_val_list is not None else None
-        test_pat = set(entries.loc[entries["image"].isin(test_names), "patient_id"])
-        if tv_names is not None:
-            tv_pat = set(entries.loc[entries["image"].isin(tv_names), "patient_id"])
-            both = sorted(test_pat & tv_pat)
-            if both:
-                raise SplitError(
-                    f"{nih.TEST_LIST} and {nih.TRAIN_VAL_LIST} share {len(both)} patient(s), e.g. {both[:5]}: "
-                    "the official split is patient-wise; refusing to split"
-                )
-        train_pat = set(patients) - test_pat
-    else:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
-        perm = rng.permutation(patients)
-        n_test = int(round(test_fraction * len(perm)))
-        test_pat = set(perm[:n_test].tolist())
-        train_pat = set(perm[n_test:].tolist())
-
+    train_pat, test_pat = _partition_patients(
+        entries, df, train_val_list, test_list, test_fraction, rng
+    )
     normals = df[(df["label"] == 0) & df["patient_id"].isin(train_pat)]
-    normal_pat = np.array(sorted(normals["patient_id"].unique()))
-    n_val = int(round(val_fraction * len(normal_pat)))
-    if val_fraction > 0 and len(normal_pat) >= 2:
-        n_val = max(1, n_val)
-    val_pat = set(rng.permutation(normal_pat)[:n_val].tolist())
+    val_pat = _val_patients(normals, val_fraction, rng)
     train = normals[~normals["patient_id"].isin(val_pat)]
     val = normals[normals["patient_id"].isin(val_pat)]
     test = df[df["patient_id"].isin(test_pat)]
@@ -137,6 +109,48 @@ def make_split(
     sel = Selection(**out)
     check_split(sel.as_dict())
     return sel
+
+
+def _partition_patients(
+    entries: pd.DataFrame,
+    df: pd.DataFrame,
+    train_val_list: list[str] | None,
+    test_list: list[str] | None,
+    test_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[set, set]:
+    """(train+val patients, test patients): the official lists' when given, else a seeded
+    patient-level split of ``df``'s patients with ``test_fraction``."""
+    patients = np.array(sorted(df["patient_id"].unique()))
+    if test_list is None:
+        if not 0.0 < test_fraction < 1.0:  # the lists decide whether this key matters
+            raise SplitError(
+                f"data.test_fraction: {test_fraction} leaves no test patients, and the mirror has "
+                f"no {nih.TEST_LIST} (set a fraction in (0, 1))"
+            )
+        perm = rng.permutation(patients)
+        n_test = int(round(test_fraction * len(perm)))
+        return set(perm[n_test:].tolist()), set(perm[:n_test].tolist())
+    test_pat = set(entries.loc[entries["image"].isin(set(test_list)), "patient_id"])
+    if train_val_list is not None:
+        tv_pat = set(entries.loc[entries["image"].isin(set(train_val_list)), "patient_id"])
+        both = sorted(test_pat & tv_pat)
+        if both:
+            raise SplitError(
+                f"{nih.TEST_LIST} and {nih.TRAIN_VAL_LIST} share {len(both)} patient(s), e.g. "
+                f"{both[:5]}: the official split is patient-wise; refusing to split"
+            )
+    return set(patients) - test_pat, test_pat
+
+
+def _val_patients(normals: pd.DataFrame, val_fraction: float, rng: np.random.Generator) -> set:
+    """A seeded ``val_fraction`` of the training patients with a normal image (at least one
+    when the fraction is positive and there are two such patients)."""
+    normal_pat = np.array(sorted(normals["patient_id"].unique()))
+    n_val = int(round(val_fraction * len(normal_pat)))
+    if val_fraction > 0 and len(normal_pat) >= 2:
+        n_val = max(1, n_val)
+    return set(rng.permutation(normal_pat)[:n_val].tolist())
 
 
 def check_split(splits: dict[str, pd.DataFrame]) -> None:
@@ -214,3 +228,22 @@ def load_metadata(
         else pd.DataFrame(columns=["image", "finding", "x", "y", "w", "h"])
     )
     return entries, train_val, test, boxes
+
+
+def select(raw_dir: str | Path, data: DataParams, seed: int) -> Selection:
+    """The split the ``data`` params ask for, from the metadata files of the mirror ``raw_dir``."""
+    entries, train_val, test, _ = load_metadata(raw_dir)
+    return make_split(
+        entries,
+        train_val_list=train_val,
+        test_list=test,
+        views=list(data.views),
+        shards=data.shards,
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        max_train=data.max_train,
+        max_val=data.max_val,
+        max_test_normal=data.max_test_normal,
+        max_test_abnormal=data.max_test_abnormal,
+        seed=seed,
+    )
