@@ -159,7 +159,7 @@ def test_malformed_header_and_bbox(tmp_path):
 
 
 def test_shard_of_boundaries():
-    """DESIGN.md section 5: the last file of each Kaggle shard, and the one after it."""
+    """docs/architecture.md, "NIH facts": the last file of each Kaggle shard, and the one after it."""
     assert nih.shard_of("00000001_000.png") == "images_001"
     shards = list(nih.SHARDS)
     for i, shard in enumerate(shards):

@@ -3,7 +3,7 @@
 Y. Cai, W. Zhang, H. Chen, K.-T. Cheng, "MedIAnomaly: A comparative study of anomaly detection
 in medical images", arXiv:2404.04518 (2024). Their AE at 64x64: four stride-2 conv blocks with
 widths (16, 32, 64, 64) + BN, an MLP bottleneck (hidden 2048) to a 16-d latent code, a mirrored
-decoder, trained with the l2 loss; image-level AUROC 0.675 on RSNA (DESIGN.md section 7).
+decoder, trained with the l2 loss; image-level AUROC 0.675 on RSNA (``docs/architecture.md``, "Reference numbers").
 
 Differences from their code, on purpose: LeakyReLU(0.2) instead of ReLU (as the issue asks) and
 a sigmoid output so that x_hat lies in [0, 1] like the input.

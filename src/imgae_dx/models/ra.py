@@ -5,7 +5,7 @@ Detection: Towards Unbiased Pathology Screening", MIDL 2023 (https://openreview.
 T. Daniel, A. Tamar, "Soft-IntroVAE: Analyzing and Improving the Introspective Variational
 Autoencoder", CVPR 2021 (the training scheme).
 
-Architecture (DESIGN.md section 8), for an n-entry ``channels`` list and H x H input:
+Architecture (``docs/architecture.md``, "The Reversed Autoencoder"), for an n-entry ``channels`` list and H x H input:
 
     encoder  x (B,1,H,H) -> Conv5x5 + BN + LeakyReLU + AvgPool        -> e_1 (B,c_1,H/2,H/2)
              -> [ResBlock(c_i -> c_{i+1}) + AvgPool] for i = 1..n-1  -> e_{i+1} (B,c_{i+1},H/2^(i+1),.)

@@ -2,7 +2,7 @@
 
 D. P. Kingma, M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014; as an anomaly-detection
 baseline in Y. Cai et al., "MedIAnomaly: A comparative study of anomaly detection in medical
-images", arXiv:2404.04518 (2024) (AUROC 0.679 on RSNA, DESIGN.md section 7).
+images", arXiv:2404.04518 (2024) (AUROC 0.679 on RSNA; ``docs/architecture.md``, "Reference numbers").
 
 Loss normalisation (so ``beta`` means the same thing at every image size):
 
