@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from imgae_dx.data import nih, split
-from imgae_dx.data.sources import local
+from imgae_dx.data.sources import files, local
 from tests.data.fake_kaggle import tiny_nih
 
 pytestmark = pytest.mark.timeout(60)
@@ -104,7 +104,7 @@ def test_copy_mode_and_cross_device_fallback(tmp_path, nih_files, monkeypatch):
     def no_link(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(local.os, "link", no_link)
+    monkeypatch.setattr(files.os, "link", no_link)
     select = selector()
     out = local.fetch(tmp_path / "raw2", select=select, root=root)  # auto: reflink or copy
     assert (
@@ -112,7 +112,7 @@ def test_copy_mode_and_cross_device_fallback(tmp_path, nih_files, monkeypatch):
         and sum(out["placed"].values()) == len(select.selection.images()) + 4
     )
     assert_mirror(tmp_path / "raw2", nih_files, select.selection.images())
-    with pytest.raises(local.LocalSourceError, match="cannot hardlink"):
+    with pytest.raises(files.LinkError, match="cannot hardlink"):
         local.fetch(tmp_path / "raw3", select=select, root=root, link="hardlink")
 
 

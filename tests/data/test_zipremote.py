@@ -21,8 +21,6 @@ from imgae_dx.data.sources.zipremote import (
     locate_central_directory,
     parse_central_directory,
     plan_runs,
-    remove_stale_parts,
-    temp_name,
 )
 from tests.data.fake_kaggle import FakeKaggle
 
@@ -173,15 +171,6 @@ def test_member_sink_refuses_bad_crc_and_leaves_nothing(tmp_path):
     assert dest.read_bytes() == data
     with pytest.raises(ZipFormatError, match="encrypted"):
         MemberSink(ZipEntry("x", 0, 1, 1, 0, 0, 1), dest)
-
-
-def test_remove_stale_parts(tmp_path):
-    f = tmp_path / "a" / "b.png"
-    f.parent.mkdir()
-    f.write_bytes(b"ok")
-    temp_name(f).write_bytes(b"half")
-    assert remove_stale_parts(tmp_path) == 1
-    assert os.listdir(f.parent) == ["b.png"]
 
 
 def _remote(server: FakeKaggle, tmp_path: Path, **kw) -> RemoteZip:

@@ -26,7 +26,6 @@ fetched without them.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -36,7 +35,7 @@ import re
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -47,15 +46,18 @@ import requests
 from imgae_dx.data import nih
 from imgae_dx.data.sources import credentials as creds_mod
 from imgae_dx.data.sources import http
-from imgae_dx.data.sources.local import Linker, check_selection, write_manifest
-from imgae_dx.data.sources.zipremote import (
-    LOCAL_SIG,
-    RemoteZip,
-    ZipEntry,
+from imgae_dx.data.sources.files import (
+    Linker,
+    cache_lock,
+    check_selection,
     file_crc32,
+    fill_checksums,
+    is_complete_png,
     remove_stale_parts,
     temp_name,
+    write_manifest,
 )
+from imgae_dx.data.sources.zipremote import LOCAL_SIG, RemoteZip, ZipEntry
 from imgae_dx.progress import progress
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,6 @@ DEFAULT_DATASET = "nih-chest-xrays/data"
 METHODS = ("auto", "zip", "files")
 SERVICE = "datasets.DatasetApiService"
 USER_AGENT = "imgae-dx (kagglesdk)"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _DATASET_RE = re.compile(r"^([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.-]*)$")
 
 
@@ -219,27 +219,6 @@ class KaggleApi:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _cache_lock(path: Path) -> Iterator[None]:
-    """One fetch at a time per cache (two would delete each other's temporary files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another fetch that uses %s", path.parent)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _goog_md5(headers: Any) -> str | None:
     """The base64 MD5 from Google Cloud Storage's ``x-goog-hash`` header, if any."""
     for part in (headers.get("x-goog-hash") or "").split(","):
@@ -247,18 +226,6 @@ def _goog_md5(headers: Any) -> str | None:
         if k == "md5" and v:
             return v
     return None
-
-
-def _check_png(path: Path) -> None:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        fh.seek(max(0, size - len(PNG_IEND)))
-        tail = fh.read()
-    if head != PNG_SIGNATURE or tail != PNG_IEND:
-        raise http.TransferError(
-            f"{path.name}: not a complete PNG (signature or IEND chunk missing)"
-        )
 
 
 class _Provenance:
@@ -481,8 +448,10 @@ class _Fetcher:
                 size, crc = file_crc32(tmp)
                 if expect is not None and (size != expect.size or crc != expect.crc32):
                     raise http.TransferError(f"{rel}: size/CRC differ from the archive directory")
-                if rel.endswith(".png"):
-                    _check_png(tmp)
+                if rel.endswith(".png") and not is_complete_png(tmp):
+                    raise http.TransferError(
+                        f"{tmp.name}: not a complete PNG (signature or IEND chunk missing)"
+                    )
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -607,7 +576,7 @@ def fetch(
     cache_root = cache_dir / api.owner / api.slug / (f"v{int(version)}" if version else "latest")
     raw_dir.mkdir(parents=True, exist_ok=True)
 
-    with _cache_lock(cache_root / ".lock"):
+    with cache_lock(cache_root / ".lock"):
         stale = remove_stale_parts(cache_root)
         if stale:
             log.info("removed %d temporary file(s) left by an interrupted fetch", stale)
@@ -661,10 +630,7 @@ def fetch(
         # 4. Into raw_dir, and the manifest.
         for r in rels:
             linker.place(f.cache_path(r), raw_dir / r)
-        for row in f.rows.values():
-            if row["crc32"] is None or row["size"] is None:
-                size, crc = file_crc32(raw_dir / row["path"])
-                row["size"], row["crc32"] = size, f"{crc:08x}"
+        fill_checksums(list(f.rows.values()), raw_dir)
 
     z = f.zip
     mode = "+".join(sorted(f.modes)) or "cache"

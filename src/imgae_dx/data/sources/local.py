@@ -17,36 +17,33 @@ rerun with another selection does not decompress them again.
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import os
 import posixpath
 import re
-import shutil
 import tarfile
 import threading
 import time
 import zlib
-from collections import defaultdict
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from imgae_dx.data import nih
-from imgae_dx.data.sources.zipremote import file_crc32, temp_name
-from imgae_dx.io import write_text
+from imgae_dx.data.sources.files import (
+    Linker,
+    check_selection,
+    fill_checksums,
+    temp_name,
+    write_manifest,
+)
 from imgae_dx.progress import progress
 
 log = logging.getLogger(__name__)
 
-LINK_MODES = ("auto", "hardlink", "reflink", "copy")
-MANIFEST = "fetch_manifest.json"
 ARCHIVE_RE = re.compile(r"^images_(\d{2,3})\.(tar\.gz|tgz|tar)$")
 #: The 2020 re-release of the metadata (same header, corrected ages) under another name.
 DATA_ENTRY_ALIASES = ("Data_Entry_2017_v2020.csv",)
-_FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 
 
 class LocalSourceError(RuntimeError):
@@ -55,130 +52,6 @@ class LocalSourceError(RuntimeError):
 
 class UnsafeArchiveError(LocalSourceError):
     """An archive member has an absolute path, ``..`` or is not a regular file where one is needed."""
-
-
-# -- placing files -------------------------------------------------------------------------------
-class Linker:
-    """Put a file at ``dst`` without a second copy where possible: hardlink → reflink → copy.
-
-    ``mode="auto"`` falls through the three and remembers what failed per source device (so
-    100,000 files do not try a failing syscall 100,000 times); an explicit mode fails loudly.
-    Every method creates ``dst`` complete at once (link, or temp name + rename).
-    """
-
-    def __init__(self, mode: str = "auto"):
-        if mode not in LINK_MODES:
-            raise ValueError(f"link: unknown mode {mode!r} (valid: {', '.join(LINK_MODES)})")
-        self.mode = mode
-        self._broken: set[tuple[int, str]] = set()
-        self._lock = threading.Lock()
-        self.counts: dict[str, int] = defaultdict(int)
-
-    def place(self, src: Path, dst: Path) -> str:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        order = ("hardlink", "reflink", "copy") if self.mode == "auto" else (self.mode,)
-        dev = src.stat().st_dev
-        last: OSError | None = None
-        for how in order:
-            if (dev, how) in self._broken:
-                continue
-            try:
-                getattr(self, f"_{how}")(src, dst)
-            except OSError as e:
-                if self.mode != "auto" or how == "copy":
-                    raise LocalSourceError(f"cannot {how} {src} to {dst}: {e}") from e
-                if e.errno in (
-                    errno.EXDEV,
-                    errno.EPERM,
-                    errno.EMLINK,
-                    errno.EOPNOTSUPP,
-                    errno.ENOTSUP,
-                    errno.EINVAL,
-                    errno.ENOTTY,
-                    errno.EACCES,
-                    errno.ENOSYS,
-                    errno.EBADF,
-                ):
-                    with self._lock:
-                        self._broken.add((dev, how))
-                last = e
-                continue
-            with self._lock:
-                self.counts[how] += 1
-            return how
-        raise LocalSourceError(f"cannot place {src} at {dst}: {last}")
-
-    @staticmethod
-    def _hardlink(src: Path, dst: Path) -> None:
-        try:
-            os.link(src, dst)
-        except FileExistsError:
-            if os.path.samefile(src, dst):
-                return
-            tmp = temp_name(dst)
-            os.link(src, tmp)
-            os.replace(tmp, dst)
-
-    @staticmethod
-    def _reflink(src: Path, dst: Path) -> None:
-        try:
-            import fcntl
-        except ImportError as e:  # pragma: no cover - not POSIX
-            raise OSError(errno.ENOTSUP, "reflink needs fcntl") from e
-        tmp = temp_name(dst)
-        try:
-            with open(src, "rb") as s, open(tmp, "wb") as d:
-                fcntl.ioctl(d.fileno(), _FICLONE, s.fileno())
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    @staticmethod
-    def _copy(src: Path, dst: Path) -> None:
-        tmp = temp_name(dst)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def write_manifest(raw_dir: Path, header: dict[str, Any], files: Iterable[dict[str, Any]]) -> Path:
-    """``raw_dir/fetch_manifest.json``: run header plus one JSON object per file and line."""
-    head = json.dumps(header, indent=2, sort_keys=False)
-    rows = ",\n".join(
-        "    " + json.dumps(f, sort_keys=False) for f in sorted(files, key=lambda r: r["path"])
-    )
-    text = head[:-2] + ',\n  "files": [\n' + rows + ("\n  ]\n}\n" if rows else "]\n}\n")
-    if not header:
-        text = '{\n  "files": [\n' + rows + "\n  ]\n}\n"
-    path = Path(raw_dir) / MANIFEST
-    write_text(path, text)
-    return path
-
-
-def check_selection(names: object) -> list[str]:
-    """``select``'s answer as a sorted, de-duplicated list of valid NIH image names."""
-    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
-        raise TypeError(f"select() must return a list of image names, got {type(names).__name__}")
-    out = set()
-    for n in names:
-        if not isinstance(n, str) or not nih.IMAGE_RE.match(n):
-            raise ValueError(f"select() returned {n!r}, not an NIH image name (00000001_000.png)")
-        out.add(n)
-    return sorted(out)
-
-
-def _crc_rows(rows: list[dict[str, Any]], paths: dict[str, Path], workers: int = 4) -> None:
-    todo = [r for r in rows if r.get("crc32") is None]
-
-    def one(r: dict[str, Any]) -> None:
-        size, crc = file_crc32(paths[r["path"]])
-        r["size"], r["crc32"] = size, f"{crc:08x}"
-
-    if todo:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1))) as pool:
-            list(pool.map(one, todo))
 
 
 # -- archives ------------------------------------------------------------------------------------
@@ -282,7 +155,6 @@ def fetch(
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    paths: dict[str, Path] = {}
 
     # 1. Metadata: everything the selection is decided from.
     for name in nih.METADATA_FILES:
@@ -308,7 +180,6 @@ def fetch(
                 "method": how,
             }
         )
-        paths[name] = raw_dir / name
 
     # 2. The selection.
     names = check_selection(select(raw_dir))
@@ -349,7 +220,6 @@ def fetch(
                 "method": how,
             }
         )
-        paths[rel] = raw_dir / rel
         bar.update(1)
 
     # 4. The rest from the official archives, each read at most once and only as far as needed.
@@ -388,7 +258,6 @@ def fetch(
                         "from_cache": not extracted,
                     }
                 )
-                paths[rel] = raw_dir / rel
                 if extracted:
                     n_extracted += 1
                 else:
@@ -442,7 +311,7 @@ def fetch(
             )
     bar.close()
 
-    _crc_rows(rows, paths)
+    fill_checksums(rows, raw_dir)
     n_images = len(names)
     total = sum(int(r["size"]) for r in rows if r["path"].endswith(".png"))
     layout = (

@@ -34,6 +34,7 @@ from pathlib import Path
 import requests
 
 from imgae_dx.data.sources import http
+from imgae_dx.data.sources.files import file_crc32, temp_name
 from imgae_dx.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -247,41 +248,6 @@ def plan_runs(
     if cur:
         runs.append(cur)
     return runs
-
-
-def file_crc32(path: Path, chunk: int = 1 << 20) -> tuple[int, int]:
-    """``(size, crc32)`` of a file."""
-    crc, n = 0, 0
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                return n, crc
-            crc = zlib.crc32(b, crc)
-            n += len(b)
-
-
-def temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-
-
-_PART_RE = re.compile(r"^\..+\.\d+\.\d+\.part$")
-
-
-def remove_stale_parts(root: Path) -> int:
-    """Delete temporary ``.part`` files left by a killed run (call with the cache lock held)."""
-    n = 0
-    if not root.exists():
-        return 0
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            if _PART_RE.match(f):
-                try:
-                    os.unlink(os.path.join(dirpath, f))
-                    n += 1
-                except FileNotFoundError:
-                    pass
-    return n
 
 
 class MemberSink:
