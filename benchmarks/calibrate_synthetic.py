@@ -19,7 +19,6 @@ trivial baseline within [0.35, 0.65].
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from imgae_dx.config import SyntheticParams
 from imgae_dx.data import nih, split
 from imgae_dx.data.prepare import image_path, load_image
 from imgae_dx.data.sources import synthetic
@@ -167,7 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sig = inspect.signature(synthetic.generate).parameters
+    defaults = SyntheticParams()
     ap.add_argument("--out", type=Path, default=None, help="dataset directory (default: temporary)")
     ap.add_argument("--reuse", action="store_true", help="reuse the dataset already in --out")
     for k in (
@@ -179,9 +179,8 @@ def main() -> None:
         "test_fraction",
         "followups",
     ):
-        ap.add_argument(
-            f"--{k.replace('_', '-')}", type=type(sig[k].default), default=sig[k].default
-        )
+        default = getattr(defaults, k)
+        ap.add_argument(f"--{k.replace('_', '-')}", type=type(default), default=default)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--size", type=int, default=64, help="model input size (data.image_size)")
     ap.add_argument("--epochs", type=int, default=20)
@@ -206,8 +205,7 @@ def main() -> None:
     raw = args.out
     if not args.reuse:
         t0 = time.time()
-        info = synthetic.generate(
-            raw,
+        params = SyntheticParams(
             n_patients=args.n_patients,
             image_size=args.image_size,
             seed=args.seed,
@@ -217,6 +215,7 @@ def main() -> None:
             followups=args.followups,
             workers=args.workers,
         )
+        info = synthetic.generate(raw, params)
         dt = time.time() - t0
         print(
             f"generated {info['n_images']} images at {args.image_size}² in {dt:.1f} s "

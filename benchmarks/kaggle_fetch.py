@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.data.fake_kaggle import DEFAULT_TOKEN, FakeKaggle  # noqa: E402
 
+from imgae_dx.config import KaggleParams  # noqa: E402
 from imgae_dx.data import nih  # noqa: E402
 from imgae_dx.data.sources import kaggle  # noqa: E402
 
@@ -100,10 +101,9 @@ def main() -> None:
             t0 = time.perf_counter()
             out = kaggle.fetch(
                 tmp / f"raw-{len(results)}",
+                KaggleParams(endpoint=srv.endpoint, **kw),
                 select=lambda d: select_names,
                 cache_dir=cache,
-                endpoint=srv.endpoint,
-                **kw,
             )
             dt = time.perf_counter() - t0
             mb = sum(srv.bytes.values()) / 1e6

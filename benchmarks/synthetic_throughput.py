@@ -19,6 +19,7 @@ import time
 
 from PIL import Image
 
+from imgae_dx.config import SyntheticParams
 from imgae_dx.data.sources import synthetic
 from imgae_dx.data.sources._phantom import render
 from imgae_dx.data.sources._phantom_people import plan_dataset
@@ -61,9 +62,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="synthetic_throughput_") as d:
         t0 = time.perf_counter()
-        info = synthetic.generate(
-            d, n_patients=args.n_patients, image_size=args.image_size, workers=args.workers
+        params = SyntheticParams(
+            n_patients=args.n_patients, image_size=args.image_size, workers=args.workers
         )
+        info = synthetic.generate(d, params)
         dt = time.perf_counter() - t0
     print(
         f"generate: {info['n_images']} images ({args.n_patients} patients) at "

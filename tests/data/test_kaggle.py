@@ -14,7 +14,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from imgae_dx.config import KaggleParams
 from imgae_dx.data import nih, split
 from imgae_dx.data.sources import credentials, http, kaggle
 from tests.data.fake_kaggle import DEFAULT_KEY, DEFAULT_TOKEN, DEFAULT_USER, FakeKaggle, tiny_nih
@@ -80,9 +82,8 @@ def run(tmp_path: Path, srv: FakeKaggle, select=None, name="raw", **kw) -> tuple
     raw = tmp_path / name
     kw.setdefault("max_backoff", 0.01)
     kw.setdefault("workers", 2)
-    out = kaggle.fetch(
-        raw, select=select or selector(), cache_dir=tmp_path / "cache", endpoint=srv.endpoint, **kw
-    )
+    params = KaggleParams(endpoint=srv.endpoint, **kw)
+    out = kaggle.fetch(raw, params, select=select or selector(), cache_dir=tmp_path / "cache")
     return raw, out
 
 
@@ -306,18 +307,32 @@ def test_wrong_dataset_or_version_is_clear(tmp_path, server, token):
         run(tmp_path, server, dataset="nih-chest-xrays/nope")
     with pytest.raises(kaggle.KaggleFetchError, match="v7 not found"):
         run(tmp_path, server, version=7)
-    with pytest.raises(kaggle.KaggleFetchError, match="method"):
-        run(tmp_path, server, method="torrent")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("method", "torrent"),
+        ("workers", 0),
+        ("version", 0),
+        ("endpoint", "ftp://127.0.0.1"),
+        ("dataset", "nih-chest-xrays"),
+    ],
+)
+def test_bad_params_are_refused_by_the_schema(key, value):
+    with pytest.raises(ValidationError, match=key):
+        KaggleParams(**{key: value})
 
 
 CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
+    from imgae_dx.config import KaggleParams
     from imgae_dx.data.sources import kaggle
     names = json.loads(Path(sys.argv[1]).read_text())
-    kaggle.fetch(Path(sys.argv[2]), select=lambda d: names, cache_dir=Path(sys.argv[3]),
-                 endpoint=sys.argv[4], method="zip", workers=1, max_backoff=0.01)
+    params = KaggleParams(endpoint=sys.argv[4], method="zip", workers=1, max_backoff=0.01)
+    kaggle.fetch(Path(sys.argv[2]), params, select=lambda d: names, cache_dir=Path(sys.argv[3]))
     """
 )
 

@@ -11,7 +11,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from imgae_dx.config import LocalParams
 from imgae_dx.data import nih, split
 from imgae_dx.data.sources import files, local
 from tests.data.fake_kaggle import tiny_nih
@@ -77,7 +79,7 @@ def assert_mirror(raw: Path, files: dict[str, bytes], names: list[str]) -> None:
 def test_kaggle_layout_is_hard_linked(tmp_path, nih_files):
     root = kaggle_layout(tmp_path / "nih", nih_files)
     select = selector()
-    out = local.fetch(tmp_path / "raw", select=select, root=root)
+    out = local.fetch(tmp_path / "raw", LocalParams(root=str(root)), select=select)
     names = select.selection.images()
     assert_mirror(tmp_path / "raw", nih_files, names)
     for n in names:
@@ -96,7 +98,7 @@ def test_kaggle_layout_is_hard_linked(tmp_path, nih_files):
 
 def test_copy_mode_and_cross_device_fallback(tmp_path, nih_files, monkeypatch):
     root = kaggle_layout(tmp_path / "nih", nih_files)
-    out = local.fetch(tmp_path / "raw", select=selector(), root=root, link="copy")
+    out = local.fetch(tmp_path / "raw", LocalParams(root=str(root), link="copy"), select=selector())
     assert set(out["placed"]) == {"copy"}
     rel = nih.image_relpath(selector()(tmp_path / "raw")[0])
     assert os.stat(tmp_path / "raw" / rel).st_ino != os.stat(root / rel).st_ino
@@ -106,14 +108,16 @@ def test_copy_mode_and_cross_device_fallback(tmp_path, nih_files, monkeypatch):
 
     monkeypatch.setattr(files.os, "link", no_link)
     select = selector()
-    out = local.fetch(tmp_path / "raw2", select=select, root=root)  # auto: reflink or copy
+    out = local.fetch(
+        tmp_path / "raw2", LocalParams(root=str(root)), select=select
+    )  # auto: reflink or copy
     assert (
         "hardlink" not in out["placed"]
         and sum(out["placed"].values()) == len(select.selection.images()) + 4
     )
     assert_mirror(tmp_path / "raw2", nih_files, select.selection.images())
     with pytest.raises(files.LinkError, match="cannot hardlink"):
-        local.fetch(tmp_path / "raw3", select=select, root=root, link="hardlink")
+        local.fetch(tmp_path / "raw3", LocalParams(root=str(root), link="hardlink"), select=select)
 
 
 def test_flat_images_folder_and_v2020_metadata(tmp_path, nih_files):
@@ -127,7 +131,7 @@ def test_flat_images_folder_and_v2020_metadata(tmp_path, nih_files):
         else:
             (root / rel).write_bytes(data)
     select = selector(("images_001",))
-    local.fetch(tmp_path / "raw", select=select, root=root)
+    local.fetch(tmp_path / "raw", LocalParams(root=str(root)), select=select)
     assert_mirror(tmp_path / "raw", nih_files, select.selection.images())
 
 
@@ -142,7 +146,9 @@ def test_official_archives_read_only_the_needed_ones(tmp_path, nih_files, monkey
 
     monkeypatch.setattr(local.tarfile, "open", spy)
     select = selector(("images_002",))
-    out = local.fetch(tmp_path / "raw", select=select, root=root, cache_dir=tmp_path / "cache")
+    out = local.fetch(
+        tmp_path / "raw", LocalParams(root=str(root)), select=select, cache_dir=tmp_path / "cache"
+    )
     names = select.selection.images()
     assert_mirror(tmp_path / "raw", nih_files, names)
     assert (
@@ -155,7 +161,9 @@ def test_official_archives_read_only_the_needed_ones(tmp_path, nih_files, monkey
     assert srcs == {f"images_02.tar.gz:images/{n}" for n in names}
     # Rerun with the cache: nothing is decompressed again.
     opened.clear()
-    out = local.fetch(tmp_path / "raw2", select=select, root=root, cache_dir=tmp_path / "cache")
+    out = local.fetch(
+        tmp_path / "raw2", LocalParams(root=str(root)), select=select, cache_dir=tmp_path / "cache"
+    )
     assert opened == [] and out["n_from_cache"] == len(names) and out["n_extracted"] == 0
     assert_mirror(tmp_path / "raw2", nih_files, names)
 
@@ -166,7 +174,7 @@ def test_archives_without_cache_and_mixed_with_folders(tmp_path, nih_files):
     kaggle_layout(root, {k: v for k, v in nih_files.items() if k.startswith("images_001/")})
     (root / "images_01.tar.gz").unlink()
     select = selector(("images_001", "images_002"))
-    out = local.fetch(tmp_path / "raw", select=select, root=root)
+    out = local.fetch(tmp_path / "raw", LocalParams(root=str(root)), select=select)
     assert_mirror(tmp_path / "raw", nih_files, select.selection.images())
     assert out["layout"] == "folders+archives" and out["archives_read"] == ["images_02.tar.gz"]
 
@@ -184,7 +192,10 @@ def test_unsafe_archive_members_are_refused(tmp_path, nih_files, bad):
             tf.addfile(info, io.BytesIO(nih_files[rel]))
     with pytest.raises(local.UnsafeArchiveError, match="refusing member"):
         local.fetch(
-            tmp_path / "out" / "raw", select=selector(), root=root, cache_dir=tmp_path / "cache"
+            tmp_path / "out" / "raw",
+            LocalParams(root=str(root)),
+            select=selector(),
+            cache_dir=tmp_path / "cache",
         )
     assert not list(tmp_path.rglob("evil.png"))
     assert not list((tmp_path / "out" / "raw").rglob("*.png"))
@@ -198,20 +209,29 @@ def test_symlink_member_is_refused(tmp_path, nih_files):
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tf.addfile(info)
     with pytest.raises(local.UnsafeArchiveError):
-        local.fetch(tmp_path / "raw", select=lambda d: [name], root=root)
+        local.fetch(tmp_path / "raw", LocalParams(root=str(root)), select=lambda d: [name])
 
 
 def test_missing_things_are_reported(tmp_path, nih_files):
     with pytest.raises(local.LocalSourceError, match="data.local.root is not set"):
-        local.fetch(tmp_path / "raw", select=selector(), root=None)
+        local.fetch(tmp_path / "raw", LocalParams(), select=selector())
     with pytest.raises(local.LocalSourceError, match="not a directory"):
-        local.fetch(tmp_path / "raw", select=selector(), root=tmp_path / "nope")
+        local.fetch(tmp_path / "raw", LocalParams(root=str(tmp_path / "nope")), select=selector())
     root = kaggle_layout(tmp_path / "nih", nih_files, only="images_001/")
     with pytest.raises(local.LocalSourceError, match=r"\d+ selected image\(s\) are not under"):
-        local.fetch(tmp_path / "raw", select=selector(), root=root)
+        local.fetch(tmp_path / "raw", LocalParams(root=str(root)), select=selector())
     (root / nih.DATA_ENTRY).unlink()
     with pytest.raises(local.LocalSourceError, match="has no Data_Entry_2017.csv"):
-        local.fetch(tmp_path / "raw", select=selector(), root=root)
+        local.fetch(tmp_path / "raw", LocalParams(root=str(root)), select=selector())
     with pytest.raises(ValueError, match="not an NIH image name"):
         kaggle_layout(tmp_path / "nih2", nih_files)
-        local.fetch(tmp_path / "raw", select=lambda d: ["../../etc/passwd"], root=tmp_path / "nih2")
+        local.fetch(
+            tmp_path / "raw",
+            LocalParams(root=str(tmp_path / "nih2")),
+            select=lambda d: ["../../etc/passwd"],
+        )
+
+
+def test_unknown_link_mode_is_refused_by_the_schema():
+    with pytest.raises(ValidationError, match="link"):
+        LocalParams(link="symlink")

@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
+from imgae_dx.config import SyntheticParams
 from imgae_dx.data import nih, split
 from imgae_dx.data.samples import samples_figure
 from imgae_dx.data.sources import synthetic
 from imgae_dx.data.sources._phantom_people import plan_dataset
 
-TINY = {"n_patients": 14, "image_size": 64, "seed": 3}
+TINY = SyntheticParams(n_patients=14, image_size=64, seed=3, workers=1)
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -29,18 +31,18 @@ def _digest(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, dict]:
     raw = tmp_path_factory.mktemp("tiny")
-    return raw, synthetic.generate(raw, workers=1, **TINY)
+    return raw, synthetic.generate(raw, TINY)
 
 
 def test_byte_identical_across_runs_and_workers(tiny, tmp_path):
     raw, info = tiny
     again = tmp_path / "again"
-    info2 = synthetic.generate(again, workers=2, **TINY)
+    info2 = synthetic.generate(again, TINY.model_copy(update={"workers": 2}))
     assert info2 == info
     a, b = _digest(raw), _digest(again)
     assert a == b
     assert sum(k.endswith(".png") for k in a) == info["n_images"]
-    other = synthetic.generate(tmp_path / "other", workers=1, **{**TINY, "seed": 4})
+    other = synthetic.generate(tmp_path / "other", TINY.model_copy(update={"seed": 4}))
     assert _digest(tmp_path / "other") != a and other["n_images"] > 0
 
 
@@ -65,7 +67,7 @@ def test_every_abnormal_image_has_a_box_for_each_finding(tiny):
     raw, _ = tiny
     entries, _, _, boxes = split.load_metadata(raw)
     boxed = boxes.groupby("image")["finding"].apply(set).to_dict()
-    size = TINY["image_size"]
+    size = TINY.image_size
     for r in entries.itertuples():
         found = set(nih.parse_findings(r.findings))
         assert boxed.get(r.image, set()) == found, r.image
@@ -84,7 +86,7 @@ def test_images_in_their_shards_and_lists_patient_wise(tiny):
     for name, p in pngs.items():
         assert p.parent.parent.name == nih.shard_of(name)
         with Image.open(p) as im:
-            assert im.mode == "L" and im.size == (TINY["image_size"],) * 2
+            assert im.mode == "L" and im.size == (TINY.image_size,) * 2
     pid = entries.set_index("image")["patient_id"]
     assert not set(pid[tv]) & set(pid[te])
     assert tv == sorted(tv) and te == sorted(te)
@@ -104,19 +106,18 @@ def test_ids_span_all_shards_and_label_mix():
     assert n_test == 380
 
 
-def test_bad_params_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="data.synthetic.prevalence"):
-        synthetic.generate(tmp_path, n_patients=5, prevalence=1.5)
-    with pytest.raises(ValueError, match="data.synthetic.n_patients"):
-        synthetic.generate(tmp_path, n_patients=0)
-    with pytest.raises(ValueError, match="data.synthetic.image_size"):
-        synthetic.generate(tmp_path, n_patients=5, image_size=8)
+@pytest.mark.parametrize(
+    ("key", "value"), [("prevalence", 1.5), ("n_patients", 0), ("image_size", 8)]
+)
+def test_bad_params_are_refused_by_the_schema(key, value):
+    with pytest.raises(ValidationError, match=key):
+        SyntheticParams(**{key: value})
 
 
 def test_no_trivial_shortcut(tmp_path):
     """Issue #3: mean intensity, standard deviation and view alone stay near chance."""
     raw = tmp_path / "raw"
-    synthetic.generate(raw, n_patients=420, image_size=64, seed=0)
+    synthetic.generate(raw, SyntheticParams(n_patients=420, image_size=64, seed=0))
     entries, tv, te, _ = split.load_metadata(raw)
     sel = split.make_split(
         entries, train_val_list=tv, test_list=te, max_test_normal=600, max_test_abnormal=600

@@ -179,9 +179,10 @@ def describe(exc: BaseException) -> str:
 class RetryPolicy:
     """How hard to try. Shared by all workers of one fetch (the Retry-After gate is shared).
 
-    ``max_backoff`` caps the exponential backoff; a ``Retry-After`` is always honoured in full,
-    unless it exceeds ``max_retry_after`` (an account throttled for an hour): then the fetch
-    stops with a message saying so, keeping what is complete for the next run.
+    ``max_retries``, ``max_backoff`` and ``timeout`` come from ``data.kaggle`` (the schema checks
+    their ranges). ``max_backoff`` caps the exponential backoff; a ``Retry-After`` is always
+    honoured in full, unless it exceeds ``max_retry_after`` (an account throttled for an hour):
+    then the fetch stops with a message saying so, keeping what is complete for the next run.
     """
 
     max_retries: int = 8
@@ -195,12 +196,6 @@ class RetryPolicy:
     _gate_until: float = field(default=0.0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     retries: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.max_backoff < 0 or self.timeout <= 0:
-            raise ValueError("max_backoff must be >= 0 and timeout > 0")
 
     @property
     def timeouts(self) -> tuple[float, float]:

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import threading
 import time
 import zipfile
@@ -43,6 +42,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from imgae_dx.config import KaggleParams
 from imgae_dx.data import nih
 from imgae_dx.data.sources import credentials as creds_mod
 from imgae_dx.data.sources import http
@@ -62,11 +62,8 @@ from imgae_dx.progress import progress
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATASET = "nih-chest-xrays/data"
-METHODS = ("auto", "zip", "files")
 SERVICE = "datasets.DatasetApiService"
 USER_AGENT = "imgae-dx (kagglesdk)"
-_DATASET_RE = re.compile(r"^([A-Za-z0-9][\w.-]*)/([A-Za-z0-9][\w.-]*)$")
 
 
 class KaggleFetchError(RuntimeError):
@@ -85,10 +82,11 @@ class _Throttled(Exception):
 class KaggleApi:
     """``ListDatasetFiles`` / ``DownloadDataset`` through kagglesdk's ``KaggleClient``.
 
-    The SDK builds the requests (URL, JSON body, auth header); ``endpoint`` replaces the base URL
-    (requests go to ``<endpoint>/api/v1/datasets.DatasetApiService/<Method>``, like the SDK's
-    non-production environments). Calls are serialized: they are cheap, and rate limits apply
-    to the account, not to the connection.
+    ``dataset`` is ``<owner>/<slug>`` (the schema checks the form). The SDK builds the requests
+    (URL, JSON body, auth header); ``endpoint`` replaces the base URL (requests go to
+    ``<endpoint>/api/v1/datasets.DatasetApiService/<Method>``, like the SDK's non-production
+    environments). Calls are serialized: they are cheap, and rate limits apply to the account,
+    not to the connection.
     """
 
     def __init__(
@@ -103,16 +101,11 @@ class KaggleApi:
         from kagglesdk.kaggle_client import KaggleClient
         from kagglesdk.kaggle_env import KaggleEnv
 
-        m = _DATASET_RE.match(dataset or "")
-        if not m:
-            raise KaggleFetchError(f"data.kaggle.dataset: {dataset!r} is not '<owner>/<dataset>'")
-        self.owner, self.slug = m.group(1), m.group(2)
+        self.owner, self.slug = dataset.split("/")
         self.version = version
         self.creds, self.policy = creds, policy
         kwargs = creds.client_kwargs()
         if endpoint:
-            if not re.match(r"^https?://", endpoint):
-                raise KaggleFetchError(f"data.kaggle.endpoint: {endpoint!r} is not an http(s) URL")
             self.client = KaggleClient(
                 env=KaggleEnv.LOCAL, verbose=False, user_agent=USER_AGENT, **kwargs
             )
@@ -154,7 +147,7 @@ class KaggleApi:
         req = ApiListDatasetFilesRequest()
         req.owner_slug, req.dataset_slug, req.page_size = self.owner, self.slug, page_size
         if self.version:
-            req.dataset_version_number = int(self.version)
+            req.dataset_version_number = self.version
         api = self.client.datasets.dataset_api_client
         try:
             resp = self._call(
@@ -177,7 +170,7 @@ class KaggleApi:
         req = ApiDownloadDatasetRequest()
         req.owner_slug, req.dataset_slug = self.owner, self.slug
         if self.version:
-            req.dataset_version_number = int(self.version)
+            req.dataset_version_number = self.version
         if file_name:
             req.file_name = file_name
         what = f"download link of {self.label}" + (f"/{file_name}" if file_name else "")
@@ -536,44 +529,28 @@ class _Fetcher:
 
 def fetch(
     raw_dir: Path,
+    params: KaggleParams,
     *,
     select: Callable[[Path], list[str]],
     cache_dir: Path,
-    dataset: str = DEFAULT_DATASET,
-    endpoint: str | None = None,
-    version: int | None = None,
-    method: str = "auto",
-    workers: int = 4,
-    files_max: int = 50,
-    max_retries: int = 8,
-    max_backoff: float = 60.0,
-    timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Fill ``raw_dir`` with the NIH metadata and the images ``select(raw_dir)`` names.
 
-    Parameters (``data.kaggle.<name>``): ``dataset`` ``<owner>/<slug>``; ``endpoint`` API base URL
-    override (``null``: Kaggle's); ``version`` dataset version (``null``: latest); ``method``
-    ``auto`` | ``zip`` | ``files``; ``workers`` concurrent transfers; ``files_max`` largest number of
-    images ``auto`` fetches one by one; ``max_retries``, ``max_backoff`` (s), ``timeout`` (s, per read).
-    ``cache_dir`` (given by the pipeline) keeps verified downloads between runs.
+    ``params`` is the ``data.kaggle`` block; ``cache_dir`` (given by the pipeline) keeps
+    verified downloads between runs.
     """
     t0 = time.monotonic()
-    if method not in METHODS:
-        raise KaggleFetchError(f"data.kaggle.method: {method!r} is not one of {', '.join(METHODS)}")
-    if int(workers) < 1:
-        raise KaggleFetchError(f"data.kaggle.workers must be >= 1, got {workers}")
-    if version is not None and int(version) < 1:
-        raise KaggleFetchError(
-            f"data.kaggle.version must be a positive integer or null, got {version}"
-        )
+    method, version = params.method, params.version
     raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
     policy = http.RetryPolicy(
-        max_retries=int(max_retries), max_backoff=float(max_backoff), timeout=float(timeout)
+        max_retries=params.max_retries, max_backoff=params.max_backoff, timeout=params.timeout
     )
     creds = creds_mod.find()  # before any request: a missing token stops here
-    api = KaggleApi(dataset, creds=creds, policy=policy, endpoint=endpoint, version=version)
+    api = KaggleApi(
+        params.dataset, creds=creds, policy=policy, endpoint=params.endpoint, version=version
+    )
     log.info("kaggle: %s at %s with the %s", api.label, api.endpoint, creds.describe())
-    cache_root = cache_dir / api.owner / api.slug / (f"v{int(version)}" if version else "latest")
+    cache_root = cache_dir / api.owner / api.slug / (f"v{version}" if version else "latest")
     raw_dir.mkdir(parents=True, exist_ok=True)
 
     with cache_lock(cache_root / ".lock"):
@@ -581,7 +558,7 @@ def fetch(
         if stale:
             log.info("removed %d temporary file(s) left by an interrupted fetch", stale)
         api.list_files()
-        f = _Fetcher(api, cache_root, policy, int(workers))
+        f = _Fetcher(api, cache_root, policy, params.workers)
 
         # 1. Metadata first: the selection is decided from it.
         meta = list(nih.METADATA_FILES)
@@ -602,7 +579,7 @@ def fetch(
         names = check_selection(select(raw_dir))
         rels = [nih.image_relpath(n) for n in names]
         missing = [r for r in rels if not f.cache_path(r).is_file()]
-        per_file = method == "files" or (method == "auto" and len(missing) <= int(files_max))
+        per_file = method == "files" or (method == "auto" and len(missing) <= params.files_max)
         log.info(
             "kaggle: %d image(s) selected, %d not in the cache; fetching %s",
             len(rels),

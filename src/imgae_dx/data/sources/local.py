@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from imgae_dx.config import LocalParams
 from imgae_dx.data import nih
 from imgae_dx.data.sources.files import (
     Linker,
@@ -132,18 +133,20 @@ def _archive_key(path: Path) -> str:
 # -- entry point ---------------------------------------------------------------------------------
 def fetch(
     raw_dir: Path,
+    params: LocalParams,
     *,
     select: Callable[[Path], list[str]],
-    root: str | os.PathLike | None = None,
     cache_dir: Path | None = None,
-    link: str = "auto",
 ) -> dict[str, Any]:
     """Fill ``raw_dir`` (Kaggle layout) with the metadata and the images ``select`` asks for.
 
-    Returns a summary (counts, bytes, how files were placed); writes ``raw_dir/fetch_manifest.json``.
+    ``params`` is the ``data.local`` block. Without ``cache_dir``, archive members are
+    extracted straight into ``raw_dir``. Returns a summary (counts, bytes, how files were
+    placed); writes ``raw_dir/fetch_manifest.json``.
     """
     t0 = time.monotonic()
-    if root is None or str(root).strip() == "":
+    root, link = params.root, params.link
+    if root is None or root.strip() == "":
         raise LocalSourceError(
             "data.local.root is not set: point it at an NIH ChestX-ray14 download (the Kaggle "
             "layout with images_001/images/..., or the official images_NN.tar.gz archives)"

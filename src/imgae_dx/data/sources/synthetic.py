@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from imgae_dx.config import SyntheticParams
 from imgae_dx.data import nih
 from imgae_dx.data.sources._phantom import render
 from imgae_dx.data.sources._phantom_people import plan_dataset
@@ -49,50 +50,31 @@ def _render_chunk(args: tuple[str, int, list[dict]]) -> list[tuple[str, list]]:
     return out
 
 
-def generate(
-    raw_dir: str | os.PathLike,
-    *,
-    n_patients: int = 1900,
-    image_size: int = 256,
-    seed: int = 0,
-    prevalence: float = 0.47,
-    difficulty: float = 0.35,
-    test_fraction: float = 0.2,
-    followups: float = 3.4,
-    workers: int | None = None,
-) -> dict:
+def generate(raw_dir: str | os.PathLike, params: SyntheticParams) -> dict:
     """Write a synthetic NIH-format mirror into ``raw_dir``; returns summary counts.
 
-    Args:
-        raw_dir: directory to fill (created if needed; the fetch stage passes a fresh one).
-        n_patients: number of patients (IDs drawn from the real range 1..30805).
-        image_size: side of the square 8-bit PNGs (the real ones are 1024).
-        seed: everything (people, anatomy, lesions, pixels) follows from it.
-        prevalence: fraction of images with at least one finding (NIH: 0.46).
-        difficulty: 0 (lesions mostly obvious) .. 1 (mostly subtle); shifts the distribution of
-            lesion size and contrast, each finding keeping its own range.
-        test_fraction: fraction of patients in ``test_list.txt`` (NIH: 0.09 of patients, 0.23
-            of images); test patients have more follow-ups and findings.
-        followups: mean number of images per patient (NIH: 3.6), heavy-tailed.
-        workers: processes rendering images (default: all usable cores); never changes a byte.
+    ``raw_dir`` is created if needed (the fetch stage passes a fresh one). ``params`` is the
+    ``data.synthetic`` block. Everything (people, anatomy, lesions, pixels) follows from
+    ``seed``; ``workers`` never changes a byte. For comparison, NIH has a ``prevalence`` of
+    0.46 and 3.6 ``followups``, and its ``test_list.txt`` holds 0.09 of the patients but 0.23 of
+    the images: test patients have more follow-ups and findings, here too. ``difficulty``
+    shifts the distribution of lesion size and contrast, each finding keeping its own range.
     """
-    if int(image_size) < 32:
-        raise ValueError(f"data.synthetic.image_size must be >= 32, got {image_size}")
     raw_dir = Path(raw_dir)
     specs = plan_dataset(
-        n_patients=int(n_patients),
-        seed=int(seed),
-        prevalence=float(prevalence),
-        difficulty=float(difficulty),
-        test_fraction=float(test_fraction),
-        followups=float(followups),
+        n_patients=params.n_patients,
+        seed=params.seed,
+        prevalence=params.prevalence,
+        difficulty=params.difficulty,
+        test_fraction=params.test_fraction,
+        followups=params.followups,
     )
     for shard in nih.SHARDS:
         (raw_dir / shard / "images").mkdir(parents=True, exist_ok=True)
 
-    size = int(image_size)
+    size = params.image_size
     chunks = [(str(raw_dir), size, specs[i : i + _CHUNK]) for i in range(0, len(specs), _CHUNK)]
-    n_workers = int(workers) if workers else len(os.sched_getaffinity(0))
+    n_workers = params.workers or len(os.sched_getaffinity(0))
     n_workers = max(1, min(n_workers, len(chunks)))
     boxes: dict[str, list] = {}
     bar = progress(total=len(specs), desc="synthetic", unit="img")
@@ -139,7 +121,7 @@ def generate(
 
     labels = Counter(lab for s in specs for lab in s["findings"])
     return {
-        "n_patients": int(n_patients),
+        "n_patients": params.n_patients,
         "n_images": len(specs),
         "n_no_finding": sum(1 for s in specs if not s["findings"]),
         "n_abnormal": sum(1 for s in specs if s["findings"]),

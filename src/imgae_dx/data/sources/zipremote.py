@@ -350,7 +350,7 @@ class RemoteZip:
         self._refreshes = 0
         self.policy = policy
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.workers = max(1, int(workers))
+        self.workers = workers
         self.stats = Stats()
         self._local = threading.local()
         self.location: DirectoryLocation | None = None
