@@ -26,6 +26,7 @@ fetched without them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ import posixpath
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,20 @@ class _FileMissing(Exception):
 
 class _Throttled(Exception):
     """Kaggle throttles single-file downloads (429): switch to the archive."""
+
+
+@contextlib.contextmanager
+def _fall_back_on_404_429(rel: str) -> Iterator[None]:
+    """A single-file request that answers 404 or 429 becomes :class:`_FileMissing` or
+    :class:`_Throttled`: the file then comes from the archive."""
+    try:
+        yield
+    except (requests.HTTPError, http.HTTPStatusError) as e:
+        if http.status_of(e) == 404:
+            raise _FileMissing(rel) from None
+        if http.status_of(e) == 429:
+            raise _Throttled() from None
+        raise
 
 
 # -- the API, through kagglesdk --------------------------------------------------------------------
@@ -396,55 +411,12 @@ class _Fetcher:
         def attempt() -> tuple[str, int, int]:
             if self.throttled:
                 raise _Throttled()
-            try:
+            with _fall_back_on_404_429(rel):
                 url = self.api.download_url(rel, throttle_fails=True)
-            except (requests.HTTPError, http.HTTPStatusError) as e:
-                if http.status_of(e) == 404:
-                    raise _FileMissing(rel) from None
-                if http.status_of(e) == 429:
-                    raise _Throttled() from None
-                raise
-            resp = self._session().get(url, stream=True, timeout=self.policy.timeouts)
-            with self._lock:
-                self.file_requests += 1
             tmp = temp_name(dest)
-            n = 0
             try:
-                with resp:
-                    try:
-                        http.raise_for_status(resp, url)
-                    except http.HTTPStatusError as e:
-                        if e.status == 404:
-                            raise _FileMissing(rel) from None
-                        if e.status == 429:
-                            raise _Throttled() from None
-                        raise
-                    md5 = hashlib.md5()
-                    try:
-                        with open(tmp, "wb") as fh:
-                            for chunk in http.iter_body(resp):
-                                fh.write(chunk)
-                                md5.update(chunk)
-                                n += len(chunk)
-                    finally:
-                        with self._lock:
-                            self.file_bytes += n
-                    length = resp.headers.get("Content-Length")
-                    if length is not None and int(length) != n:
-                        raise http.TransferError(f"{rel}: got {n} of {length} bytes")
-                    want_md5 = _goog_md5(resp.headers)
-                    if want_md5 and base64.b64encode(md5.digest()).decode() != want_md5:
-                        raise http.TransferError(
-                            f"{rel}: MD5 differs from the server's x-goog-hash"
-                        )
-                self._unwrap(tmp, rel)
-                size, crc = file_crc32(tmp)
-                if expect is not None and (size != expect.size or crc != expect.crc32):
-                    raise http.TransferError(f"{rel}: size/CRC differ from the archive directory")
-                if rel.endswith(".png") and not is_complete_png(tmp):
-                    raise http.TransferError(
-                        f"{tmp.name}: not a complete PNG (signature or IEND chunk missing)"
-                    )
+                self._download(url, tmp, rel)
+                size, crc = self._check_download(tmp, rel, expect)
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -458,6 +430,45 @@ class _Fetcher:
         self._record(
             rel, source=http.public_url(url), member=None, size=size, crc=crc, transferred=True
         )
+
+    def _download(self, url: str, tmp: Path, rel: str) -> None:
+        """The body of ``url`` into ``tmp``, checked against Content-Length and x-goog-hash."""
+        resp = self._session().get(url, stream=True, timeout=self.policy.timeouts)
+        with self._lock:
+            self.file_requests += 1
+        n = 0
+        with resp:
+            with _fall_back_on_404_429(rel):
+                http.raise_for_status(resp, url)
+            md5 = hashlib.md5()
+            try:
+                with open(tmp, "wb") as fh:
+                    for chunk in http.iter_body(resp):
+                        fh.write(chunk)
+                        md5.update(chunk)
+                        n += len(chunk)
+            finally:
+                with self._lock:
+                    self.file_bytes += n
+            length = resp.headers.get("Content-Length")
+            if length is not None and int(length) != n:
+                raise http.TransferError(f"{rel}: got {n} of {length} bytes")
+            want_md5 = _goog_md5(resp.headers)
+            if want_md5 and base64.b64encode(md5.digest()).decode() != want_md5:
+                raise http.TransferError(f"{rel}: MD5 differs from the server's x-goog-hash")
+
+    def _check_download(self, tmp: Path, rel: str, expect: ZipEntry | None) -> tuple[int, int]:
+        """Unwrap a zipped download, check it against the archive directory (when at hand) and
+        the PNG format; ``(size, crc32)``."""
+        self._unwrap(tmp, rel)
+        size, crc = file_crc32(tmp)
+        if expect is not None and (size != expect.size or crc != expect.crc32):
+            raise http.TransferError(f"{rel}: size/CRC differ from the archive directory")
+        if rel.endswith(".png") and not is_complete_png(tmp):
+            raise http.TransferError(
+                f"{tmp.name}: not a complete PNG (signature or IEND chunk missing)"
+            )
+        return size, crc
 
     @staticmethod
     def _unwrap(tmp: Path, rel: str) -> None:
@@ -527,96 +538,74 @@ class _Fetcher:
             self.from_zip(sorted(fallback), optional=optional, bar=bar)
 
 
-def fetch(
-    raw_dir: Path,
-    params: KaggleParams,
-    *,
-    select: Callable[[Path], list[str]],
-    cache_dir: Path,
-) -> dict[str, Any]:
-    """Fill ``raw_dir`` with the NIH metadata and the images ``select(raw_dir)`` names.
-
-    ``params`` is the ``data.kaggle`` block; ``cache_dir`` (given by the pipeline) keeps
-    verified downloads between runs.
-    """
-    t0 = time.monotonic()
-    method, version = params.method, params.version
-    raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
-    policy = http.RetryPolicy(
-        max_retries=params.max_retries, max_backoff=params.max_backoff, timeout=params.timeout
-    )
-    creds = creds_mod.find()  # before any request: a missing token stops here
-    api = KaggleApi(
-        params.dataset, creds=creds, policy=policy, endpoint=params.endpoint, version=version
-    )
-    log.info("kaggle: %s at %s with the %s", api.label, api.endpoint, creds.describe())
-    cache_root = cache_dir / api.owner / api.slug / (f"v{version}" if version else "latest")
-    raw_dir.mkdir(parents=True, exist_ok=True)
-
-    with cache_lock(cache_root / ".lock"):
-        stale = remove_stale_parts(cache_root)
-        if stale:
-            log.info("removed %d temporary file(s) left by an interrupted fetch", stale)
-        api.list_files()
-        f = _Fetcher(api, cache_root, policy, params.workers)
-
-        # 1. Metadata first: the selection is decided from it.
-        meta = list(nih.METADATA_FILES)
-        optional = frozenset(meta) - {nih.DATA_ENTRY}
-        if method == "zip":
-            f.from_zip(meta, optional=optional)
-        else:
-            cached = [r for r in meta if f.cache_path(r).is_file()]
-            for r in cached:
-                f._record_cached(r)
-            f.files_with_fallback([r for r in meta if r not in cached], optional=optional)
-        linker = Linker("auto")
-        for r in meta:
-            if r in f.rows:
-                linker.place(f.cache_path(r), raw_dir / r)
-
-        # 2. The selection.
-        names = check_selection(select(raw_dir))
-        rels = [nih.image_relpath(n) for n in names]
-        missing = [r for r in rels if not f.cache_path(r).is_file()]
-        per_file = method == "files" or (method == "auto" and len(missing) <= params.files_max)
-        log.info(
-            "kaggle: %d image(s) selected, %d not in the cache; fetching %s",
-            len(rels),
-            len(missing),
-            "one by one" if per_file and missing else "by range from the archive",
-        )
-
-        # 3. Images.
-        bar = progress(total=len(rels), desc="kaggle", unit="img")
-        try:
-            if per_file:
-                if f.zip is not None:  # the directory is at hand: verify the cache against it
-                    f.from_zip([r for r in rels if r not in missing], bar=bar)
-                else:
-                    for r in rels:
-                        if r not in missing:
-                            f._record_cached(r)
-                            bar.update(1)
-                f.files_with_fallback(missing, bar=bar)
-            else:
-                f.from_zip(rels, bar=bar)
-        finally:
-            bar.close()
-
-        # 4. Into raw_dir, and the manifest.
-        for r in rels:
+def _fetch_metadata(f: _Fetcher, method: str, raw_dir: Path, linker: Linker) -> None:
+    """The metadata first, into the cache and ``raw_dir``: the selection is decided from it."""
+    meta = list(nih.METADATA_FILES)
+    optional = frozenset(meta) - {nih.DATA_ENTRY}
+    if method == "zip":
+        f.from_zip(meta, optional=optional)
+    else:
+        cached = [r for r in meta if f.cache_path(r).is_file()]
+        for r in cached:
+            f._record_cached(r)
+        f.files_with_fallback([r for r in meta if r not in cached], optional=optional)
+    for r in meta:
+        if r in f.rows:  # an optional file the dataset lacks has no row
             linker.place(f.cache_path(r), raw_dir / r)
-        fill_checksums(list(f.rows.values()), raw_dir)
 
-    z = f.zip
-    mode = "+".join(sorted(f.modes)) or "cache"
+
+def _plan_images(
+    f: _Fetcher, names: list[str], params: KaggleParams
+) -> tuple[list[str], list[str], bool]:
+    """The selected images' paths, those not in the cache, and whether to fetch them one by one."""
+    rels = [nih.image_relpath(n) for n in names]
+    missing = [r for r in rels if not f.cache_path(r).is_file()]
+    per_file = params.method == "files" or (
+        params.method == "auto" and len(missing) <= params.files_max
+    )
+    log.info(
+        "kaggle: %d image(s) selected, %d not in the cache; fetching %s",
+        len(rels),
+        len(missing),
+        "one by one" if per_file and missing else "by range from the archive",
+    )
+    return rels, missing, per_file
+
+
+def _fetch_images(f: _Fetcher, rels: list[str], missing: list[str], per_file: bool) -> None:
+    """The images into the cache: one by one (``missing`` only), or by range from the archive."""
+    with progress(total=len(rels), desc="kaggle", unit="img") as bar:
+        if not per_file:
+            f.from_zip(rels, bar=bar)
+            return
+        if f.zip is not None:  # the directory is at hand: verify the cache against it
+            f.from_zip([r for r in rels if r not in missing], bar=bar)
+        else:
+            for r in rels:
+                if r not in missing:
+                    f._record_cached(r)
+                    bar.update(1)
+        f.files_with_fallback(missing, bar=bar)
+
+
+def _into_raw_dir(f: _Fetcher, rels: list[str], raw_dir: Path, linker: Linker) -> None:
+    """The images from the cache into ``raw_dir``; sizes and CRCs the manifest still lacks."""
+    for r in rels:
+        linker.place(f.cache_path(r), raw_dir / r)
+    fill_checksums(list(f.rows.values()), raw_dir)
+
+
+def _summary(
+    f: _Fetcher, raw_dir: Path, version: int | None, rels: list[str], t0: float
+) -> dict[str, Any]:
+    """Write the manifest; the run's summary."""
+    z, api = f.zip, f.api
     header = {
         "source": "kaggle",
         "dataset": f"{api.owner}/{api.slug}",
         "version": version,
         "endpoint": api.endpoint,
-        "method": mode,
+        "method": "+".join(sorted(f.modes)) or "cache",
         "archive": (
             {"url": z.public_url, "size": z.location.archive_size, "entries": len(z.entries)}
             if z is not None and z.location is not None
@@ -624,7 +613,7 @@ def fetch(
         ),
         "n_images": len(rels),
     }
-    rows = [f.rows[r] for r in meta + rels if r in f.rows]
+    rows = [f.rows[r] for r in list(nih.METADATA_FILES) + rels if r in f.rows]
     manifest = write_manifest(raw_dir, header, rows)
     transferred = [r for r in rows if r["transferred"]]
     summary = {
@@ -634,7 +623,7 @@ def fetch(
         "bytes_images": sum(int(r["size"]) for r in rows if r["path"].endswith(".png")),
         "bytes_transferred": (z.stats.bytes if z else 0) + f.file_bytes,
         "http_requests": (z.stats.requests if z else 0) + f.file_requests + api.calls,
-        "retries": policy.retries,
+        "retries": f.policy.retries,
         "seconds": round(time.monotonic() - t0, 3),
         "manifest": str(manifest),
     }
@@ -648,3 +637,43 @@ def fetch(
         summary["seconds"],
     )
     return summary
+
+
+def fetch(
+    raw_dir: Path,
+    params: KaggleParams,
+    *,
+    select: Callable[[Path], list[str]],
+    cache_dir: Path,
+) -> dict[str, Any]:
+    """Fill ``raw_dir`` with the NIH metadata and the images ``select(raw_dir)`` names.
+
+    ``params`` is the ``data.kaggle`` block; ``cache_dir`` (given by the pipeline) keeps
+    verified downloads between runs. The steps are those of the module docstring.
+    """
+    t0 = time.monotonic()
+    raw_dir, version = Path(raw_dir), params.version
+    policy = http.RetryPolicy(
+        max_retries=params.max_retries, max_backoff=params.max_backoff, timeout=params.timeout
+    )
+    creds = creds_mod.find()  # before any request: a missing token stops here
+    api = KaggleApi(
+        params.dataset, creds=creds, policy=policy, endpoint=params.endpoint, version=version
+    )
+    log.info("kaggle: %s at %s with the %s", api.label, api.endpoint, creds.describe())
+    cache_root = Path(cache_dir) / api.owner / api.slug / (f"v{version}" if version else "latest")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+
+    with cache_lock(cache_root / ".lock"):
+        stale = remove_stale_parts(cache_root)
+        if stale:
+            log.info("removed %d temporary file(s) left by an interrupted fetch", stale)
+        api.list_files()
+        f = _Fetcher(api, cache_root, policy, params.workers)
+        linker = Linker("auto")
+        _fetch_metadata(f, params.method, raw_dir, linker)
+        names = check_selection(select(raw_dir))
+        rels, missing, per_file = _plan_images(f, names, params)
+        _fetch_images(f, rels, missing, per_file)
+        _into_raw_dir(f, rels, raw_dir, linker)
+    return _summary(f, raw_dir, version, rels, t0)

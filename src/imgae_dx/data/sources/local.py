@@ -22,10 +22,10 @@ import os
 import posixpath
 import re
 import tarfile
-import threading
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -95,27 +95,7 @@ def _extract_needed(
                     f"{archive.name}: member {member.name!r} is not a regular file"
                 )
             path = dest(base)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_name(path)
-            crc, n = 0, 0
-            try:
-                src = tf.extractfile(member)
-                assert src is not None
-                with open(tmp, "wb") as fh:
-                    while True:
-                        b = src.read(1 << 20)
-                        if not b:
-                            break
-                        crc = zlib.crc32(b, crc)
-                        n += len(b)
-                        fh.write(b)
-                if n != member.size:
-                    raise LocalSourceError(
-                        f"{archive.name}: {member.name}: read {n} of {member.size} bytes"
-                    )
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            n, crc = _write_member(tf, member, path, archive)
             want.discard(base)
             if stop_when_found is not None:
                 stop_when_found.discard(base)
@@ -125,41 +105,170 @@ def _extract_needed(
     return True
 
 
+def _write_member(
+    tf: tarfile.TarFile, member: tarfile.TarInfo, path: Path, archive: Path
+) -> tuple[int, int]:
+    """Copy ``member`` to ``path`` (temporary name, renamed once whole); ``(size, crc32)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    crc, n = 0, 0
+    try:
+        src = tf.extractfile(member)
+        assert src is not None
+        with open(tmp, "wb") as fh:
+            while b := src.read(1 << 20):
+                crc = zlib.crc32(b, crc)
+                n += len(b)
+                fh.write(b)
+        if n != member.size:
+            raise LocalSourceError(
+                f"{archive.name}: {member.name}: read {n} of {member.size} bytes"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n, crc
+
+
 def _archive_key(path: Path) -> str:
     st = path.stat()
     return f"{path.name}-{st.st_size}-{st.st_mtime_ns}"
 
 
-# -- entry point ---------------------------------------------------------------------------------
-def fetch(
-    raw_dir: Path,
-    params: LocalParams,
-    *,
-    select: Callable[[Path], list[str]],
-    cache_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Fill ``raw_dir`` (Kaggle layout) with the metadata and the images ``select`` asks for.
+def _shard_of_archive(archive: Path) -> str:
+    return f"images_{int(ARCHIVE_RE.match(archive.name).group(1)):03d}"
 
-    ``params`` is the ``data.local`` block. Without ``cache_dir``, archive members are
-    extracted straight into ``raw_dir``. Returns a summary (counts, bytes, how files were
-    placed); writes ``raw_dir/fetch_manifest.json``.
-    """
-    t0 = time.monotonic()
-    root, link = params.root, params.link
+
+# -- the fetch -----------------------------------------------------------------------------------
+@dataclass
+class _Mirror:
+    """What :func:`fetch` has put into ``raw_dir`` so far: one manifest row per file."""
+
+    root: Path
+    raw_dir: Path
+    linker: Linker
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    n_extracted: int = 0
+    n_from_cache: int = 0
+    archives_read: list[str] = field(default_factory=list)
+
+    def place(self, src: Path, rel: str) -> None:
+        """A file under ``root`` into ``raw_dir/rel``."""
+        how = self.linker.place(src, self.raw_dir / rel)
+        self.rows.append(
+            {
+                "path": rel,
+                "source": str(src.relative_to(self.root)),
+                "size": None,
+                "crc32": None,
+                "method": how,
+            }
+        )
+
+
+class _Archives:
+    """The official ``images_NN.tar.gz`` under ``root``, each read at most once and only as far
+    as needed. Members go to ``cache_dir/local/<archive>-<size>-<mtime>/`` and are linked from
+    there, so a rerun with another selection decompresses nothing twice; without a cache they
+    are extracted straight into ``raw_dir``."""
+
+    def __init__(self, mirror: _Mirror, cache_dir: Path | None, bar: Any):
+        self.mirror, self.bar = mirror, bar
+        root = mirror.root
+        self.paths = sorted(p for p in root.iterdir() if p.is_file() and ARCHIVE_RE.match(p.name))
+        self.ext_root = Path(cache_dir) / "local" if cache_dir is not None else None
+        self._keys = {a: _archive_key(a) for a in self.paths} if cache_dir is not None else {}
+
+    def dest(self, archive: Path, base: str) -> Path:
+        """Where the member ``base`` of ``archive`` is extracted to."""
+        if self.ext_root is None:
+            return self.mirror.raw_dir / nih.image_relpath(base)
+        return self.ext_root / self._keys[archive] / base
+
+    def record(
+        self, archive: Path, base: str, path: Path, size: int, crc: int | None, extracted: bool
+    ) -> None:
+        """A member at ``path`` into the mirror: linked from the cache, or extracted in place."""
+        m = self.mirror
+        rel = nih.image_relpath(base)
+        how = "extract" if self.ext_root is None else m.linker.place(path, m.raw_dir / rel)
+        m.rows.append(
+            {
+                "path": rel,
+                "source": f"{archive.name}:images/{base}",
+                "size": size,
+                "crc32": f"{crc:08x}" if crc is not None else None,
+                "method": how,
+                "from_cache": not extracted,
+            }
+        )
+        if extracted:
+            m.n_extracted += 1
+        else:
+            m.n_from_cache += 1
+        self.bar.update(1)
+
+    def take_extracted_earlier(self, want: set[str]) -> None:
+        """Members an earlier run extracted into the cache (removed from ``want``)."""
+        if self.ext_root is None:
+            return
+        for base in sorted(want):
+            for a in self.paths:
+                p = self.dest(a, base)
+                if p.is_file():
+                    self.record(a, base, p, p.stat().st_size, None, extracted=False)
+                    want.discard(base)
+                    break
+
+    def read(self, archive: Path, want: set[str], stop_when_found: set[str] | None = None) -> bool:
+        """:func:`_extract_needed` from ``archive``; whether it was read to its end."""
+        whole = _extract_needed(
+            archive,
+            want,
+            lambda base: self.dest(archive, base),
+            lambda base, path, size, crc: self.record(
+                archive, base, path, size, crc, extracted=True
+            ),
+            stop_when_found=stop_when_found,
+        )
+        self.mirror.archives_read.append(archive.name)
+        return whole
+
+    def from_own_shards(self, want: set[str]) -> set[Path]:
+        """Each image from its own shard's archive, read only up to its last needed member;
+        returns the archives read to their end."""
+        read_to_end: set[Path] = set()
+        for a in self.paths:
+            expected = {n for n in want if nih.shard_of(n) == _shard_of_archive(a)}
+            if expected and self.read(a, want, stop_when_found=expected):
+                read_to_end.add(a)
+        return read_to_end
+
+    def from_any(self, want: set[str], skip: set[Path]) -> None:
+        """Whatever is left (a non-standard packing), from any archive not in ``skip``."""
+        log.warning("%d image(s) not in their shard's archive; searching all archives", len(want))
+        for a in self.paths:
+            if not want:
+                break
+            if a not in skip:
+                self.read(a, want)
+
+
+def _check_root(root: str | None) -> Path:
     if root is None or root.strip() == "":
         raise LocalSourceError(
             "data.local.root is not set: point it at an NIH ChestX-ray14 download (the Kaggle "
             "layout with images_001/images/..., or the official images_NN.tar.gz archives)"
         )
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise LocalSourceError(f"data.local.root: {root} is not a directory")
-    linker = Linker(link)
-    raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    path = Path(root).expanduser().resolve()
+    if not path.is_dir():
+        raise LocalSourceError(f"data.local.root: {path} is not a directory")
+    return path
 
-    # 1. Metadata: everything the selection is decided from.
+
+def _place_metadata(mirror: _Mirror) -> None:
+    """Everything the selection is decided from."""
+    root = mirror.root
     for name in nih.METADATA_FILES:
         candidates = [root / name] + (
             [root / a for a in DATA_ENTRY_ALIASES] if name == nih.DATA_ENTRY else []
@@ -173,22 +282,12 @@ def fetch(
                 )
             log.warning("%s: no %s; the split goes on without it", root, name)
             continue
-        how = linker.place(src, raw_dir / name)
-        rows.append(
-            {
-                "path": name,
-                "source": str(src.relative_to(root)),
-                "size": None,
-                "crc32": None,
-                "method": how,
-            }
-        )
+        mirror.place(src, name)
 
-    # 2. The selection.
-    names = check_selection(select(raw_dir))
-    log.info("local: %d image(s) selected", len(names))
 
-    # 3. Images already extracted: Kaggle layout, flat images/, or other shard folders.
+def _find_extracted(root: Path, names: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """Images already extracted (Kaggle layout, flat images/, or another shard's folder), and
+    the names found in none of them."""
     found: dict[str, Path] = {}
     missing: list[str] = []
     for n in names:
@@ -209,136 +308,89 @@ def fetch(
                             index.setdefault(e.name, Path(e.path))
         found.update({n: index[n] for n in missing if n in index})
         missing = [n for n in missing if n not in index]
+    return found, missing
 
-    bar = progress(total=len(names), desc="local", unit="img")
-    for n, src in found.items():
-        rel = nih.image_relpath(n)
-        how = linker.place(src, raw_dir / rel)
-        rows.append(
-            {
-                "path": rel,
-                "source": str(src.relative_to(root)),
-                "size": None,
-                "crc32": None,
-                "method": how,
-            }
+
+def _extract_from_archives(
+    mirror: _Mirror, missing: list[str], cache_dir: Path | None, bar: Any
+) -> None:
+    """The images no folder holds, from the official archives."""
+    archives = _Archives(mirror, cache_dir, bar)
+    if not archives.paths:
+        raise LocalSourceError(
+            f"data.local.root: {len(missing)} selected image(s) are not under {mirror.root} "
+            f"(e.g. {', '.join(missing[:3])}) and there are no images_NN.tar.gz archives there"
         )
-        bar.update(1)
+    want = set(missing)
+    archives.take_extracted_earlier(want)
+    read_to_end = archives.from_own_shards(want)
+    if want:
+        archives.from_any(want, skip=read_to_end)
+    if want:
+        raise LocalSourceError(
+            f"data.local.root: {len(want)} selected image(s) are in neither the folders nor the archives "
+            f"under {mirror.root} (e.g. {', '.join(sorted(want)[:3])})"
+        )
 
-    # 4. The rest from the official archives, each read at most once and only as far as needed.
-    archives = sorted(p for p in root.iterdir() if p.is_file() and ARCHIVE_RE.match(p.name))
-    n_extracted = n_archive_cached = 0
-    archives_read: list[str] = []
-    if missing:
-        if not archives:
-            raise LocalSourceError(
-                f"data.local.root: {len(missing)} selected image(s) are not under {root} "
-                f"(e.g. {', '.join(missing[:3])}) and there are no images_NN.tar.gz archives there"
-            )
-        ext_root = Path(cache_dir) / "local" if cache_dir is not None else None
-        lock = threading.Lock()
 
-        def dest_for(archive: Path) -> Callable[[str], Path]:
-            if ext_root is None:
-                return lambda base: raw_dir / nih.image_relpath(base)
-            key = _archive_key(archive)
-            return lambda base: ext_root / key / base
-
-        def record(
-            archive: Path, base: str, path: Path, size: int, crc: int, extracted: bool
-        ) -> None:
-            nonlocal n_extracted, n_archive_cached
-            rel = nih.image_relpath(base)
-            how = "extract" if ext_root is None else linker.place(path, raw_dir / rel)
-            with lock:
-                rows.append(
-                    {
-                        "path": rel,
-                        "source": f"{archive.name}:images/{base}",
-                        "size": size,
-                        "crc32": f"{crc:08x}" if crc is not None else None,
-                        "method": how,
-                        "from_cache": not extracted,
-                    }
-                )
-                if extracted:
-                    n_extracted += 1
-                else:
-                    n_archive_cached += 1
-            bar.update(1)
-
-        want = set(missing)
-        dests = {a: dest_for(a) for a in archives}
-        if ext_root is not None:  # members extracted by an earlier run
-            for base in sorted(want):
-                for a in archives:
-                    p = dests[a](base)
-                    if p.is_file():
-                        record(a, base, p, p.stat().st_size, None, extracted=False)
-                        want.discard(base)
-                        break
-
-        def on_done_for(archive: Path) -> Callable[[str, Path, int, int], None]:
-            return lambda base, path, size, crc: record(
-                archive, base, path, size, crc, extracted=True
-            )
-
-        def shard_of_archive(a: Path) -> str:
-            return f"images_{int(ARCHIVE_RE.match(a.name).group(1)):03d}"
-
-        # Pass 1: each image from its own shard's archive, read only up to its last needed member.
-        read_to_end: set[Path] = set()
-        for a in archives:
-            expected = {n for n in want if nih.shard_of(n) == shard_of_archive(a)}
-            if not expected:
-                continue
-            if _extract_needed(a, want, dests[a], on_done_for(a), stop_when_found=expected):
-                read_to_end.add(a)
-            archives_read.append(a.name)
-        # Pass 2 (a non-standard packing): whatever is left, from any archive not yet read whole.
-        if want:
-            log.warning(
-                "%d image(s) not in their shard's archive; searching all archives", len(want)
-            )
-            for a in archives:
-                if not want:
-                    break
-                if a in read_to_end:
-                    continue
-                _extract_needed(a, want, dests[a], on_done_for(a))
-                archives_read.append(a.name)
-        if want:
-            raise LocalSourceError(
-                f"data.local.root: {len(want)} selected image(s) are in neither the folders nor the archives "
-                f"under {root} (e.g. {', '.join(sorted(want)[:3])})"
-            )
-    bar.close()
-
-    fill_checksums(rows, raw_dir)
-    n_images = len(names)
-    total = sum(int(r["size"]) for r in rows if r["path"].endswith(".png"))
+def _summary(mirror: _Mirror, link: str, n_images: int, t0: float) -> dict[str, Any]:
+    """Write the manifest; the run's summary."""
+    total = sum(int(r["size"]) for r in mirror.rows if r["path"].endswith(".png"))
+    from_archives = mirror.n_extracted + mirror.n_from_cache
     layout = (
         "archives"
-        if n_extracted + n_archive_cached == n_images and n_images
-        else ("folders" if not (n_extracted + n_archive_cached) else "folders+archives")
+        if from_archives == n_images and n_images
+        else ("folders" if not from_archives else "folders+archives")
     )
     header = {
         "source": "local",
-        "root": str(root),
+        "root": str(mirror.root),
         "layout": layout,
         "link": link,
         "n_images": n_images,
     }
-    manifest = write_manifest(raw_dir, header, rows)
-    summary = {
+    manifest = write_manifest(mirror.raw_dir, header, mirror.rows)
+    counts = dict(mirror.linker.counts)
+    log.info("local: %d image(s), %.1f MB, placed %s", n_images, total / 1e6, counts)
+    return {
         **header,
         "bytes_images": total,
-        "placed": dict(linker.counts),
-        "n_extracted": n_extracted,
-        "n_from_cache": n_archive_cached,
-        "archives_read": archives_read,
+        "placed": counts,
+        "n_extracted": mirror.n_extracted,
+        "n_from_cache": mirror.n_from_cache,
+        "archives_read": mirror.archives_read,
         "seconds": round(time.monotonic() - t0, 3),
         "manifest": str(manifest),
     }
-    log.info("local: %d image(s), %.1f MB, placed %s", n_images, total / 1e6, dict(linker.counts))
-    return summary
+
+
+def fetch(
+    raw_dir: Path,
+    params: LocalParams,
+    *,
+    select: Callable[[Path], list[str]],
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Fill ``raw_dir`` (Kaggle layout) with the metadata and the images ``select`` asks for.
+
+    ``params`` is the ``data.local`` block. Without ``cache_dir``, archive members are
+    extracted straight into ``raw_dir``. Returns a summary (counts, bytes, how files were
+    placed); writes ``raw_dir/fetch_manifest.json``.
+    """
+    t0 = time.monotonic()
+    root = _check_root(params.root)
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    mirror = _Mirror(root, raw_dir, Linker(params.link))
+    _place_metadata(mirror)
+    names = check_selection(select(raw_dir))
+    log.info("local: %d image(s) selected", len(names))
+    with progress(total=len(names), desc="local", unit="img") as bar:
+        found, missing = _find_extracted(root, names)
+        for n, src in found.items():
+            mirror.place(src, nih.image_relpath(n))
+            bar.update(1)
+        if missing:
+            _extract_from_archives(mirror, missing, cache_dir, bar)
+    fill_checksums(mirror.rows, raw_dir)
+    return _summary(mirror, params.link, len(names), t0)

@@ -69,19 +69,37 @@ def generate(raw_dir: str | os.PathLike, params: SyntheticParams) -> dict:
         test_fraction=params.test_fraction,
         followups=params.followups,
     )
+    boxes = _render_images(raw_dir, specs, params.image_size, params.workers)
+    n_boxes = _write_metadata(raw_dir, specs, boxes)
+    labels = Counter(lab for s in specs for lab in s["findings"])
+    return {
+        "n_patients": params.n_patients,
+        "n_images": len(specs),
+        "n_no_finding": sum(1 for s in specs if not s["findings"]),
+        "n_abnormal": sum(1 for s in specs if s["findings"]),
+        "n_boxes": n_boxes,
+        "n_test_patients": len({s["patient_id"] for s in specs if s["test"]}),
+        "n_test_images": sum(1 for s in specs if s["test"]),
+        "by_view": {v: sum(1 for s in specs if s["view"] == v) for v in nih.VIEWS},
+        "by_finding": {lab: int(labels[lab]) for lab in nih.LABELS},
+        "image_size": params.image_size,
+    }
+
+
+def _render_images(
+    raw_dir: Path, specs: list[dict], size: int, workers: int | None
+) -> dict[str, list]:
+    """Every image as a PNG in its shard, ``workers`` processes at a time (None: all usable
+    cores); returns each image's boxes ``[(finding, (x, y, w, h)), ...]``."""
     for shard in nih.SHARDS:
         (raw_dir / shard / "images").mkdir(parents=True, exist_ok=True)
-
-    size = params.image_size
     chunks = [(str(raw_dir), size, specs[i : i + _CHUNK]) for i in range(0, len(specs), _CHUNK)]
-    n_workers = params.workers or len(os.sched_getaffinity(0))
+    n_workers = workers or len(os.sched_getaffinity(0))
     n_workers = max(1, min(n_workers, len(chunks)))
     boxes: dict[str, list] = {}
-    bar = progress(total=len(specs), desc="synthetic", unit="img")
-    try:
+    with progress(total=len(specs), desc="synthetic", unit="img") as bar:
         if n_workers == 1:
-            results = map(_render_chunk, chunks)
-            for res in results:
+            for res in map(_render_chunk, chunks):
                 boxes.update(res)
                 bar.update(len(res))
         else:
@@ -89,9 +107,12 @@ def generate(raw_dir: str | os.PathLike, params: SyntheticParams) -> dict:
                 for res in pool.imap(_render_chunk, chunks):
                     boxes.update(res)
                     bar.update(len(res))
-    finally:
-        bar.close()
+    return boxes
 
+
+def _write_metadata(raw_dir: Path, specs: list[dict], boxes: dict[str, list]) -> int:
+    """``Data_Entry_2017.csv``, ``BBox_List_2017.csv`` and the two image lists; returns the
+    number of boxes."""
     entries = pd.DataFrame(
         {
             "image": [s["name"] for s in specs],
@@ -118,17 +139,4 @@ def generate(raw_dir: str | os.PathLike, params: SyntheticParams) -> dict:
     nih.write_bbox(bbox, raw_dir / nih.BBOX_LIST)
     nih.write_image_list([s["name"] for s in specs if s["test"]], raw_dir / nih.TEST_LIST)
     nih.write_image_list([s["name"] for s in specs if not s["test"]], raw_dir / nih.TRAIN_VAL_LIST)
-
-    labels = Counter(lab for s in specs for lab in s["findings"])
-    return {
-        "n_patients": params.n_patients,
-        "n_images": len(specs),
-        "n_no_finding": sum(1 for s in specs if not s["findings"]),
-        "n_abnormal": sum(1 for s in specs if s["findings"]),
-        "n_boxes": len(bbox),
-        "n_test_patients": len({s["patient_id"] for s in specs if s["test"]}),
-        "n_test_images": sum(1 for s in specs if s["test"]),
-        "by_view": {v: sum(1 for s in specs if s["view"] == v) for v in nih.VIEWS},
-        "by_finding": {lab: int(labels[lab]) for lab in nih.LABELS},
-        "image_size": size,
-    }
+    return len(bbox)

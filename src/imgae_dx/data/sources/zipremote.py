@@ -413,6 +413,19 @@ class RemoteZip:
                     f"download URL refused (HTTP {e.status}); retrying with a fresh one"
                 ) from e
             raise
+        resp.range_ = self._check_range(resp, url, start, end, suffix)  # type: ignore[attr-defined]
+        return resp
+
+    def _check_range(
+        self,
+        resp: requests.Response,
+        url: str,
+        start: int | None,
+        end: int | None,
+        suffix: int | None,
+    ) -> tuple[int, int, int | None]:
+        """``(start, end, archive size)`` the server answered; closes ``resp`` and raises if it
+        is not the range asked for, or the archive changed size."""
         if resp.status_code != 206:
             length = resp.headers.get("Content-Length")
             resp.close()
@@ -436,51 +449,39 @@ class RemoteZip:
         if suffix is None and (got_start != start or got_end != end):
             resp.close()
             raise http.TransferError(f"asked for bytes {start}-{end - 1}, got {cr!r}")
-        resp.range_ = (got_start, got_end, total)  # type: ignore[attr-defined]
-        return resp
+        return got_start, got_end, total
+
+    def _read_body(self, resp: requests.Response, n: int) -> bytes:
+        """All ``n`` bytes of ``resp``'s body (counted in :attr:`stats` even when cut short)."""
+        reader = http.BodyReader(resp, expected=n)
+        try:
+            return reader.read_exact(n)
+        finally:
+            self.stats.add(nbytes=reader.consumed)
 
     def _read_range(self, start: int, end: int) -> bytes:
         def attempt() -> bytes:
-            resp = self._get(start, end)
-            with resp:
-                reader = http.BodyReader(resp, expected=end - start)
-                try:
-                    return reader.read_exact(end - start)
-                finally:
-                    self.stats.add(nbytes=reader.consumed)
+            with self._get(start, end) as resp:
+                return self._read_body(resp, end - start)
 
         return http.call(attempt, self.policy, f"bytes {start}-{end - 1} of {self.public_url}")
+
+    def _read_tail(self, n: int) -> tuple[bytes, int, int]:
+        """The last ``n`` bytes of the archive, the offset they start at, and its size."""
+
+        def attempt() -> tuple[bytes, int, int]:
+            with self._get(None, None, suffix=n) as resp:
+                start, end, total = resp.range_  # type: ignore[attr-defined]
+                if total is None:
+                    raise RangeNotSupported("the server does not say how long the archive is")
+                return self._read_body(resp, end - start), start, total
+
+        return http.call(attempt, self.policy, f"end of {self.public_url}")
 
     # -- directory -----------------------------------------------------------------------------
     def read_directory(self) -> list[ZipEntry]:
         """Locate and parse the central directory (reusing the cached copy of the same archive)."""
-
-        def read_tail(n: int) -> tuple[bytes, int, int]:
-            def attempt() -> tuple[bytes, int, int]:
-                resp = self._get(None, None, suffix=n)
-                with resp:
-                    start, end, total = resp.range_  # type: ignore[attr-defined]
-                    if total is None:
-                        raise RangeNotSupported("the server does not say how long the archive is")
-                    reader = http.BodyReader(resp, expected=end - start)
-                    try:
-                        data = reader.read_exact(end - start)
-                    finally:
-                        self.stats.add(nbytes=reader.consumed)
-                    return data, start, total
-
-            return http.call(attempt, self.policy, f"end of {self.public_url}")
-
-        # Usually the end records (and often the directory) are in the last few kB; a long
-        # archive comment needs the longer read.
-        tail, tail_start, size = read_tail(TAIL_FIRST)
-        try:
-            loc = locate_central_directory(tail, tail_start, size)
-        except ZipFormatError:
-            if tail_start == 0:
-                raise
-            tail, tail_start, size = read_tail(TAIL_BYTES)
-            loc = locate_central_directory(tail, tail_start, size)
+        loc, tail, tail_start = self._locate()
         self.location = loc
         cd = self._cached_directory(loc)
         self.directory_from_cache = cd is not None
@@ -501,10 +502,23 @@ class RemoteZip:
             "%s: %d entries, %.1f GB%s",
             self.public_url,
             len(entries),
-            size / 1e9,
+            loc.archive_size / 1e9,
             " (directory from cache)" if self.directory_from_cache else "",
         )
         return entries
+
+    def _locate(self) -> tuple[DirectoryLocation, bytes, int]:
+        """Where the central directory is, plus the tail read and the offset it starts at."""
+        # Usually the end records (and often the directory) are in the last few kB; a long
+        # archive comment needs the longer read.
+        tail, tail_start, size = self._read_tail(TAIL_FIRST)
+        try:
+            return locate_central_directory(tail, tail_start, size), tail, tail_start
+        except ZipFormatError:
+            if tail_start == 0:
+                raise
+        tail, tail_start, size = self._read_tail(TAIL_BYTES)
+        return locate_central_directory(tail, tail_start, size), tail, tail_start
 
     def _cached_directory(self, loc: DirectoryLocation) -> bytes | None:
         if self.cache_dir is None:
@@ -584,6 +598,7 @@ class RemoteZip:
         dest: Callable[[ZipEntry], Path],
         on_done: Callable[[ZipEntry, int], None] | None,
     ) -> None:
+        """One request for ``run``; a retry resumes at its first member not yet in place."""
         remaining = list(run)
         end = self.end_of(run[-1])
 
@@ -602,31 +617,7 @@ class RemoteZip:
                             raise ZipFormatError(f"{e.name}: overlaps the member before it")
                         reader.skip(e.header_offset - pos)
                         mark = reader.consumed
-                        hdr = reader.read_exact(_LOCAL.size)
-                        sig, _v, _flags, _method, _t, _d, _crc, _cs, _us, name_len, extra_len = (
-                            _LOCAL.unpack(hdr)
-                        )
-                        if sig != LOCAL_SIG:
-                            raise http.TransferError(
-                                f"{e.name}: no local header at offset {e.header_offset}"
-                            )
-                        raw_name = reader.read_exact(name_len)
-                        if raw_name != e.raw_name:  # garbled in transit, or a broken archive
-                            raise http.TransferError(
-                                f"local header at {e.header_offset} names {raw_name!r}, the directory {e.name!r}"
-                            )
-                        reader.skip(extra_len)
-                        sink = MemberSink(e, dest(e))
-                        try:
-                            for chunk in reader.iter_exact(e.compressed_size):
-                                sink.write(chunk)
-                            sink.finish()
-                        except BaseException:
-                            sink.abort()
-                            raise
-                        pos = (
-                            e.header_offset + _LOCAL.size + name_len + extra_len + e.compressed_size
-                        )
+                        pos = _read_member(reader, e, dest)
                         remaining.pop(0)
                         if on_done is not None:
                             on_done(e, reader.consumed - mark)
@@ -646,3 +637,27 @@ class RemoteZip:
         except FileNotFoundError:
             return False
         return file_crc32(path)[1] == entry.crc32
+
+
+def _read_member(reader: http.BodyReader, e: ZipEntry, dest: Callable[[ZipEntry], Path]) -> int:
+    """Read ``e`` (local header, then data) from ``reader`` into ``dest(e)``; returns the archive
+    offset where its data ends."""
+    hdr = reader.read_exact(_LOCAL.size)
+    sig, _v, _flags, _method, _t, _d, _crc, _cs, _us, name_len, extra_len = _LOCAL.unpack(hdr)
+    if sig != LOCAL_SIG:
+        raise http.TransferError(f"{e.name}: no local header at offset {e.header_offset}")
+    raw_name = reader.read_exact(name_len)
+    if raw_name != e.raw_name:  # garbled in transit, or a broken archive
+        raise http.TransferError(
+            f"local header at {e.header_offset} names {raw_name!r}, the directory {e.name!r}"
+        )
+    reader.skip(extra_len)
+    sink = MemberSink(e, dest(e))
+    try:
+        for chunk in reader.iter_exact(e.compressed_size):
+            sink.write(chunk)
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    return e.header_offset + _LOCAL.size + name_len + extra_len + e.compressed_size
