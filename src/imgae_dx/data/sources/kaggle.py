@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+from tqdm import tqdm
 
 from imgae_dx.config import KaggleParams
 from imgae_dx.data import nih
@@ -59,7 +60,6 @@ from imgae_dx.data.sources.files import (
     write_manifest,
 )
 from imgae_dx.data.sources.zipremote import LOCAL_SIG, RemoteZip, ZipEntry
-from imgae_dx.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ class _Fetcher:
         return self._by_name.get(rel) or self._by_base.get(posixpath.basename(rel))
 
     def from_zip(
-        self, rels: list[str], *, optional: frozenset[str] = frozenset(), bar: Any = None
+        self, rels: list[str], *, optional: frozenset[str] = frozenset(), bar: tqdm | None = None
     ) -> None:
         """Bring ``rels`` into the cache from the archive (verifying what is cached already)."""
         z = self.remote_zip()
@@ -499,7 +499,7 @@ class _Fetcher:
             raise http.TransferError(f"{rel}: bad zipped download ({e})") from e
 
     def files_with_fallback(
-        self, rels: list[str], *, optional: frozenset[str] = frozenset(), bar: Any = None
+        self, rels: list[str], *, optional: frozenset[str] = frozenset(), bar: tqdm | None = None
     ) -> None:
         """Per-file downloads; what answers 404 or is throttled comes from the archive."""
         fallback: list[str] = []
@@ -574,7 +574,7 @@ def _plan_images(
 
 def _fetch_images(f: _Fetcher, rels: list[str], missing: list[str], per_file: bool) -> None:
     """The images into the cache: one by one (``missing`` only), or by range from the archive."""
-    with progress(total=len(rels), desc="kaggle", unit="img") as bar:
+    with tqdm(total=len(rels), desc="kaggle", unit="img", disable=None, leave=False) as bar:
         if not per_file:
             f.from_zip(rels, bar=bar)
             return

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tqdm import tqdm
+
 from imgae_dx.config import LocalParams
 from imgae_dx.data import nih
 from imgae_dx.data.sources.files import (
@@ -38,7 +40,6 @@ from imgae_dx.data.sources.files import (
     temp_name,
     write_manifest,
 )
-from imgae_dx.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class _Archives:
     there, so a rerun with another selection decompresses nothing twice; without a cache they
     are extracted straight into ``raw_dir``."""
 
-    def __init__(self, mirror: _Mirror, cache_dir: Path | None, bar: Any):
+    def __init__(self, mirror: _Mirror, cache_dir: Path | None, bar: tqdm):
         self.mirror, self.bar = mirror, bar
         root = mirror.root
         self.paths = sorted(p for p in root.iterdir() if p.is_file() and ARCHIVE_RE.match(p.name))
@@ -312,7 +313,7 @@ def _find_extracted(root: Path, names: list[str]) -> tuple[dict[str, Path], list
 
 
 def _extract_from_archives(
-    mirror: _Mirror, missing: list[str], cache_dir: Path | None, bar: Any
+    mirror: _Mirror, missing: list[str], cache_dir: Path | None, bar: tqdm
 ) -> None:
     """The images no folder holds, from the official archives."""
     archives = _Archives(mirror, cache_dir, bar)
@@ -385,7 +386,7 @@ def fetch(
     _place_metadata(mirror)
     names = check_selection(select(raw_dir))
     log.info("local: %d image(s) selected", len(names))
-    with progress(total=len(names), desc="local", unit="img") as bar:
+    with tqdm(total=len(names), desc="local", unit="img", disable=None, leave=False) as bar:
         found, missing = _find_extracted(root, names)
         for n, src in found.items():
             mirror.place(src, nih.image_relpath(n))

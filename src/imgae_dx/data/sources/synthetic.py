@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
 from imgae_dx.config import SyntheticParams
 from imgae_dx.data import nih
 from imgae_dx.data.sources._phantom import render
 from imgae_dx.data.sources._phantom_people import plan_dataset
-from imgae_dx.progress import progress
 
 PNG_COMPRESS_LEVEL = 1  # fast; the bytes depend only on the pixels and the zlib build
 _CHUNK = 16
@@ -97,7 +97,7 @@ def _render_images(
     n_workers = workers or len(os.sched_getaffinity(0))
     n_workers = max(1, min(n_workers, len(chunks)))
     boxes: dict[str, list] = {}
-    with progress(total=len(specs), desc="synthetic", unit="img") as bar:
+    with tqdm(total=len(specs), desc="synthetic", unit="img", disable=None, leave=False) as bar:
         if n_workers == 1:
             for res in map(_render_chunk, chunks):
                 boxes.update(res)
