@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -258,53 +257,3 @@ class _Resp200:
 
     def close(self):
         pass
-
-
-# -- http helpers ---------------------------------------------------------------------------------
-def test_retry_after_parsing():
-    assert http.retry_after_seconds("3") == 3.0
-    assert http.retry_after_seconds(None) is None and http.retry_after_seconds("soon") is None
-    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= http.retry_after_seconds(date) <= 31
-
-
-def test_call_gives_up_clearly_and_refuses_long_waits():
-    policy = http.RetryPolicy(max_retries=2, max_backoff=0.001)
-    n = []
-
-    def always_500():
-        n.append(1)
-        raise http.HTTPStatusError(500, "http://h/x?X-Goog-Signature=SECRET")
-
-    with pytest.raises(http.RetriesExhausted, match=r"after 3 attempt\(s\).*HTTP 500") as ei:
-        http.call(always_500, policy, "thing")
-    assert len(n) == 3 and "SECRET" not in str(ei.value)
-
-    def throttled():
-        raise http.HTTPStatusError(429, "http://h/x", retry_after=7200)
-
-    with pytest.raises(http.RetriesExhausted, match="7200 s"):
-        http.call(throttled, policy, "thing")
-
-    def not_found():
-        raise http.HTTPStatusError(404, "http://h/x")
-
-    with pytest.raises(http.HTTPStatusError):
-        http.call(not_found, policy, "thing")
-
-
-def test_backoff_is_bounded_jitter():
-    policy = http.RetryPolicy(backoff_base=0.5, max_backoff=4.0)
-    for attempt in range(12):
-        assert 0 <= policy.backoff(attempt) <= min(4.0, 0.5 * 2**attempt)
-
-
-def test_redaction():
-    http.register_secret("s3cr3t-token-value")
-    msg = "GET https://user:pw@storage.example/a/b.zip?X-Goog-Signature=abc&x=1 with s3cr3t-token-value"
-    out = http.redact(msg)
-    assert "abc" not in out and "s3cr3t" not in out and "pw@" not in out
-    assert (
-        http.public_url("https://u:p@h.example:8443/a/b.zip?sig=1#f")
-        == "https://h.example:8443/a/b.zip"
-    )
