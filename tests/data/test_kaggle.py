@@ -120,9 +120,9 @@ def test_fetches_only_the_selected_shards_members(tmp_path, server, token, nih_f
     raw, out = run(tmp_path, server, select, method="zip")
     names = select.selection.images()
     assert_mirror(raw, nih_files, names)
-    # Selection on the real format: shard membership per DESIGN §5 (patient 1335 spans
-    # images_001/002: only its _007, _008 are in images_002), patients never in two splits,
-    # "No Finding" only in train/val.
+    # Selection on the real format: shard membership by file name (docs/architecture.md, "Data
+    # sources"; patient 1335 spans images_001/002: only its _007, _008 are in images_002),
+    # patients never in two splits, "No Finding" only in train/val.
     assert {nih.shard_of(n) for n in names} == {"images_002"}
     p1335 = [n for n in names if n.startswith("00001335_")]
     assert p1335 and all(n >= "00001335_007.png" for n in p1335)

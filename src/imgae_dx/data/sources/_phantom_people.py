@@ -5,10 +5,10 @@ whole dataset (and hence every metadata file) is fixed before any image is rende
 image then carries a *spec* (a plain dict) that a worker renders on its own; the worker count
 never changes a byte.
 
-Shapes follow NIH ChestX-ray14 (DESIGN.md section 5): ~3.6 images per patient with a heavy
-tail, "No Finding" the majority, ~1.6 labels per abnormal image with the NIH label mix,
-findings that persist or resolve across follow-ups, test patients slightly sicker with more
-follow-ups, sicker patients more often imaged AP.
+Shapes follow NIH ChestX-ray14 (``docs/architecture.md``, "Data sources"): ~3.6 images per
+patient with a heavy tail, "No Finding" the majority, ~1.6 labels per abnormal image with the
+NIH label mix, findings that persist or resolve across follow-ups, test patients slightly
+sicker with more follow-ups, sicker patients more often imaged AP.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 No machine here can reach Kaggle, so the pipeline's default benchmark is made on the spot:
 ``Data_Entry_2017.csv``, ``BBox_List_2017.csv``, ``train_val_list.txt``, ``test_list.txt`` and
-``images_00N/images/<patient>_<follow-up>.png`` exactly as in the Kaggle mirror (DESIGN.md
-section 5), so every later stage reads it with the code that reads the real dataset.
+``images_00N/images/<patient>_<follow-up>.png`` exactly as in the Kaggle mirror
+(``docs/architecture.md``, "Data sources"), so every later stage reads it with the code that
+reads the real dataset.
 
 - People (``_phantom_people``): patients spread over the real ID range (all twelve shards),
   several follow-ups each, ages, sexes, PA and AP views; NIH-shaped label mix with findings that
