@@ -73,12 +73,12 @@ class _Block(BaseModel):
 class SyntheticParams(_Block):
     """``data.synthetic``: the NIH-format phantom dataset (:func:`...sources.synthetic.generate`)."""
 
-    n_patients: PositiveInt = 1900  # IDs spread over 1..30805, so images fall into all shards
+    n_patients: Annotated[int, Field(ge=1, le=nih.N_PATIENTS)] = 1900  # IDs over 1..30805
     image_size: Annotated[int, Field(ge=32)] = 256  # PNG side (the real files are 1024²)
     seed: int = 0
-    prevalence: Probability = 0.47  # fraction of images with at least one finding
+    prevalence: OpenUnit = 0.47  # fraction of images with at least one finding
     difficulty: Probability = 0.35  # 0 = lesions mostly obvious .. 1 = mostly subtle
-    test_fraction: Fraction = 0.2  # fraction of patients in test_list.txt
+    test_fraction: OpenUnit = 0.2  # fraction of patients in test_list.txt
     followups: Annotated[float, Field(ge=1)] = 3.4  # mean images per patient (NIH: 3.6)
     workers: PositiveInt | None = None  # rendering processes; None: all usable cores
 

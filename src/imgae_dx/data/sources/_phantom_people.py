@@ -169,19 +169,8 @@ def plan_dataset(
 
     Each spec: ``name, patient_id, follow_up, age, sex, view, width, height, spacing, test,
     findings (sorted labels), anatomy (dict), lesions (list of dicts), seed (list of ints)``.
+    The arguments' ranges are those of :class:`imgae_dx.config.SyntheticParams`.
     """
-    if not 1 <= n_patients <= nih.N_PATIENTS:
-        raise ValueError(
-            f"data.synthetic.n_patients must be in [1, {nih.N_PATIENTS}], got {n_patients}"
-        )
-    if not 0.0 < prevalence < 1.0:
-        raise ValueError(f"data.synthetic.prevalence must be in (0, 1), got {prevalence}")
-    if not 0.0 <= difficulty <= 1.0:
-        raise ValueError(f"data.synthetic.difficulty must be in [0, 1], got {difficulty}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"data.synthetic.test_fraction must be in (0, 1), got {test_fraction}")
-    if followups < 1.0:
-        raise ValueError(f"data.synthetic.followups must be >= 1, got {followups}")
 
     rng = np.random.default_rng([seed, 1])
     # Patient IDs spread over the real range so images fall in all twelve Kaggle shards.
