@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from imgae_dx import paths, tracking
 from imgae_dx.checkpoint import load_model
@@ -14,7 +15,6 @@ from imgae_dx.config import Params
 from imgae_dx.device import inference_device
 from imgae_dx.inference import ScoreMethod, make_lpips_fn, score_images, score_method
 from imgae_dx.io import write_csv, write_npz
-from imgae_dx.metrics import auroc
 
 SCORE_COLUMNS = ["image", "patient_id", "view", "sex", "age", "label", "findings"]
 
@@ -46,7 +46,7 @@ def score(params: Params, arch: str) -> dict[str, Any]:
         scores = pd.concat(frames, ignore_index=True)
         _write(arch, scores, test_maps, method)
         test = scores[scores["split"] == "test"]
-        auroc_test = float(auroc(test["label"], test["score"]))
+        auroc_test = float(roc_auc_score(test["label"], test["score"]))
         run.log_metrics({"auroc_test": auroc_test})
     return {"auroc_test": auroc_test, **method.as_dict(), "n_scored": int(len(scores))}
 
