@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import sys
 
-import yaml
-
-from imgae_dx import report, tracking
+from imgae_dx import config, paths, report, tracking
 
 
 def main() -> int:
-    with open("params.yaml", encoding="utf-8") as fh:
-        params = yaml.safe_load(fh) or {}
-    inputs = report.load_inputs(".", params.get("models") or [])
+    params = config.load_params()
+    inputs = report.load_inputs(".", params.models)
     with tracking.start_run("report", params) as run:
-        result = report.make_report(inputs, params, out_dir="reports")
+        result = report.make_report(inputs, params, out_dir=paths.REPORTS)
         run.log_metrics(report.headline_metrics(result))
-        run.log_artifact("reports/report.md")
-        run.log_artifact("reports/metrics.json")
+        run.log_artifact(paths.REPORT_MD)
+        run.log_artifact(paths.METRICS)
+    ck = params.report.ci_key
     for arch, m in result["models"].items():
-        print(f"{arch}: AUROC {m['auroc']}  {m.get('auroc_ci95')}")
+        print(f"{arch}: AUROC {m['auroc']}  {m.get(f'auroc_{ck}')}")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from imgae_dx import report
+from imgae_dx import config, report
 from imgae_dx.io import write_npz
+from imgae_dx.report import caveats, results
 
 S = 16
 MODELS = ["ae", "unet"]
@@ -23,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _params(**report_overrides) -> dict:
+    """A complete params.yaml as a dict (every required key), with ``report`` overrides."""
     rep = {
         "bootstrap": 40,
         "seed": 0,
@@ -36,13 +39,24 @@ def _params(**report_overrides) -> dict:
     return {
         "seed": 0,
         "models": MODELS,
-        "data": {"source": "synthetic", "image_size": S, "views": ["PA", "AP"]},
-        "score": {"method": "ra", "reduce": "mean"},
+        "data": {
+            "source": "synthetic",
+            "shards": "all",
+            "views": ["PA", "AP"],
+            "image_size": S,
+            "val_fraction": 0.1,
+            "test_fraction": 0.2,
+        },
+        "score": {"reduce": "mean"},
         "train": {"epochs": 2},
-        "arch": {"ae": {"latent": 16}, "unet": {"base": 8}, "vae": {"latent": 4}},
+        "arch": {"ae": {"latent_dim": 16}, "unet": {"base_channels": 8}, "vae": {"latent_dim": 4}},
         "report": rep,
         "mlflow": {"enabled": False},
     }
+
+
+def _config(**report_overrides) -> config.Params:
+    return config.validate(_params(**report_overrides))
 
 
 def make_fake_pipeline(root: Path, seed: int = 0) -> None:
@@ -155,7 +169,7 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("pipeline")
     make_fake_pipeline(root)
     inputs = report.load_inputs(root, MODELS)
-    result = report.make_report(inputs, _params(), out_dir=root / "reports")
+    result = report.make_report(inputs, _config(), out_dir=root / "reports")
     return root, result
 
 
@@ -234,6 +248,140 @@ def test_metrics_json_contract(built):
     assert 0 <= c["p_delong"] <= c["p_holm"] <= 1 and len(c["delta_auroc_ci95"]) == 2
 
 
+@pytest.fixture(scope="module")
+def analysis(built) -> results.Analysis:
+    root, _ = built
+    return report.analyze(report.load_inputs(root, MODELS), _config())
+
+
+def test_typed_results_are_what_metrics_json_says(built, analysis):
+    _, result = built
+    assert report.to_metrics(analysis) == result
+    ae, m = analysis.models["ae"], result["models"]["ae"]
+    assert isinstance(ae, results.ModelResult) and analysis.unit == "patient"
+    assert (ae.auroc, list(ae.auroc_ci)) == (m["auroc"], m["auroc_ci95"])
+    assert ae.threshold.value == m["threshold"]["value"] and ae.threshold.n_val_normal == 30
+    assert list(ae.strata.age) == ["0-30", "30-45", "45-60", "60-75", "75+"]
+    assert ae.strata.finding["Effusion"].n_abnormal == 10
+    assert ae.localization.n_images == 13
+    (c,) = analysis.comparisons
+    assert (c.a, c.b, c.n) == ("ae", "unet", 60)
+    assert c.delta_auroc == result["comparisons"]["ae_vs_unet"]["delta_auroc"]
+    assert c.p_delong <= c.p_holm
+    assert analysis.training.models["unet"].best_over_reference >= 1
+    # every number is rounded once, as metrics.json stores it, so report.md prints the same
+    for x in (ae.auroc, *ae.auroc_ci, ae.threshold.value, c.p_delong, c.delong.z):
+        assert x == float(f"{x:.6g}")
+
+
+def test_metrics_json_key_order(built):
+    _, m = built
+    assert list(m) == [
+        "data",
+        "models",
+        "baselines",
+        "comparisons",
+        "bootstrap",
+        "delong",
+        "training",
+    ]
+    ae = m["models"]["ae"]
+    assert list(ae) == [
+        "auroc",
+        "auroc_ci95",
+        "auroc_ci95_delong",
+        "auprc",
+        "auprc_ci95",
+        "f1_max",
+        "sens_at_95spec",
+        "spec_at_95sens",
+        "n_normal",
+        "n_abnormal",
+        "threshold",
+        "score_method",
+        "by_view",
+        "by_sex",
+        "by_age",
+        "by_finding",
+        "localization",
+    ]
+    assert list(ae["threshold"]) == [
+        "source",
+        "percentile",
+        "value",
+        "n_val_normal",
+        "val_flagged",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+    ]
+    assert list(ae["by_view"]["PA"]) == [
+        "auroc",
+        "auroc_ci95",
+        "n_normal",
+        "n_abnormal",
+        "sensitivity",
+        "specificity",
+    ]
+    assert list(ae["localization"]) == [
+        "hit_rate",
+        "chance_hit_rate",
+        "pixel_auroc",
+        "n_images",
+        "n_boxes",
+        "by_finding",
+    ]
+    assert list(m["baselines"]["view_ap"]) == ["auroc", "auroc_ci95", "n_normal", "n_abnormal"]
+    assert list(m["comparisons"]["ae_vs_unet"]) == [
+        "delta_auroc",
+        "delta_auroc_ci95",
+        "delta_auroc_ci95_delong",
+        "z_delong",
+        "p_delong",
+        "p_holm",
+        "n",
+    ]
+    assert list(m["training"]["models"]["ae"]) == [
+        "epochs_run",
+        "best_epoch",
+        "initial_val_loss",
+        "best_val_loss",
+        "best_over_initial",
+        "best_over_reference",
+    ]
+
+
+def test_metrics_keys_follow_the_report_levels(analysis):
+    levels = _config(ci=0.9, target_specificity=0.8).report
+    m = report.to_metrics(dataclasses.replace(analysis, params=levels))
+    ae = m["models"]["ae"]
+    assert {"auroc_ci90", "auroc_ci90_delong", "auprc_ci90", "sens_at_80spec"} <= set(ae)
+    assert "spec_at_95sens" in ae and "auroc_ci95" not in ae
+    assert (
+        "auroc_ci90" in ae["by_view"]["PA"] and "delta_auroc_ci90" in m["comparisons"]["ae_vs_unet"]
+    )
+
+
+def test_each_caveat_applies_on_its_own(analysis):
+    kaggle = dataclasses.replace(analysis, data=dataclasses.replace(analysis.data, source="kaggle"))
+    assert caveats.synthetic_data(analysis) and caveats.synthetic_data(kaggle) is None
+    assert caveats.caveats(kaggle) == [
+        c for c in caveats.caveats(analysis) if c != caveats.synthetic_data(analysis)
+    ]
+    assert "unet (" in caveats.under_trained(analysis)
+    assert "ae (" not in caveats.under_trained(analysis)
+    assert "cluster bootstrap" in caveats.clustered_images(analysis)
+    by_image = dataclasses.replace(analysis, unit="image")
+    assert "`report.unit: image`" in caveats.clustered_images(by_image)
+    assert "film by film" in caveats.intervals_and_multiplicity(by_image)
+    assert "ae: ssim, unet: ssim" in caveats.ra_saliency(analysis)
+
+
 def test_training_block_and_undertrained_caveat(built):
     root, result = built
     tr = result["training"]
@@ -265,8 +413,8 @@ def test_unit_image_treats_films_as_independent(tmp_path):
     root = tmp_path / "p"
     make_fake_pipeline(root)
     inputs = report.load_inputs(root, MODELS)
-    by_image = report.analyze(inputs, _params(unit="image")).metrics
-    by_patient = report.analyze(inputs, _params()).metrics
+    by_image = report.to_metrics(report.analyze(inputs, _config(unit="image")))
+    by_patient = report.to_metrics(report.analyze(inputs, _config()))
     assert by_image["bootstrap"]["unit"] == by_image["delong"]["unit"] == "image"
     assert by_patient["bootstrap"]["unit"] == by_patient["delong"]["unit"] == "patient"
     ae_i, ae_p = by_image["models"]["ae"], by_patient["models"]["ae"]
@@ -275,8 +423,8 @@ def test_unit_image_treats_films_as_independent(tmp_path):
     assert ae_i["auroc_ci95_delong"] != ae_p["auroc_ci95_delong"]
     ci_i, ci_p = (by["comparisons"]["ae_vs_unet"] for by in (by_image, by_patient))
     assert ci_i["delta_auroc"] == ci_p["delta_auroc"] and ci_i["p_delong"] != ci_p["p_delong"]
-    with pytest.raises(ValueError, match="report.unit"):
-        report.analyze(inputs, _params(unit="visit"))
+    with pytest.raises(config.ConfigError, match="report.unit"):
+        _config(unit="visit")
 
 
 def test_mean_image_reference_is_chunk_independent():
@@ -327,7 +475,7 @@ def test_report_markdown_has_every_section(built):
 def test_deterministic_outputs(built, tmp_path):
     root, _ = built
     again = tmp_path / "again"
-    report.make_report(report.load_inputs(root, MODELS), _params(), out_dir=again)
+    report.make_report(report.load_inputs(root, MODELS), _config(), out_dir=again)
     for rel in [
         "metrics.json",
         "report.md",
@@ -344,7 +492,7 @@ def test_test_labels_never_move_the_threshold(built):
     for df in inputs.scores.values():
         test = df["split"] == "test"
         df.loc[test, "label"] = 1 - df.loc[test, "label"]  # flip every test label
-    flipped = report.analyze(inputs, _params()).metrics
+    flipped = report.to_metrics(report.analyze(inputs, _config()))
     for arch in MODELS:
         assert (
             flipped["models"][arch]["threshold"]["value"]
@@ -363,12 +511,12 @@ def test_headline_metrics_are_scalars(built):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match="report.bootstrapp"):
-        report.ReportConfig.from_params({"bootstrapp": 10})
-    with pytest.raises(ValueError, match="report.ci"):
-        report.ReportConfig.from_params({"ci": 1.5})
-    with pytest.raises(ValueError, match="report.age_bands"):
-        report.ReportConfig.from_params({"age_bands": [30, 10]})
+    with pytest.raises(config.ConfigError, match="report.bootstrapp"):
+        _config(bootstrapp=10)
+    with pytest.raises(config.ConfigError, match="report.ci"):
+        _config(ci=1.5)
+    with pytest.raises(config.ConfigError, match="report.age_bands"):
+        _config(age_bands=[30, 10])
     assert report.age_band_labels([0, 30, 200]) == ["0-30", "30+"]
 
 
@@ -382,7 +530,7 @@ def test_missing_optional_inputs_degrade_gracefully(tmp_path):
     ]:
         (tmp_path / rel).unlink()
     m = report.make_report(
-        report.load_inputs(tmp_path, MODELS), _params(bootstrap=10), tmp_path / "out"
+        report.load_inputs(tmp_path, MODELS), _config(bootstrap=10), tmp_path / "out"
     )
     assert (
         m["baselines"]["mean_intensity"]["auroc"] is None

@@ -1,0 +1,118 @@
+"""Gathering the report's inputs: the outputs of the split, prepare, train and score stages.
+
+Every path comes from :mod:`imgae_dx.paths`, relative to the repository ``root``. Only the score
+tables are required; a missing optional input leaves its table or figure "not available".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgae_dx import paths
+
+
+@dataclass
+class ModelMaps:
+    """Contents of ``reports/maps/<arch>.npz`` (test rows, in the scores' order)."""
+
+    image: np.ndarray  # (N,) str
+    amap: np.ndarray  # (N, S, S) anomaly maps
+    recon: np.ndarray | None = None  # (N, S, S) reconstructions in [0, 1]
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class ReportInputs:
+    scores: dict[str, pd.DataFrame]
+    maps: dict[str, ModelMaps] = field(default_factory=dict)
+    test_manifest: pd.DataFrame | None = None
+    test_images: np.ndarray | None = None  # (N, S, S) uint8, rows of test_manifest
+    boxes: pd.DataFrame | None = None  # image, finding, x, y, w, h in S-pixel coordinates
+    train_curves: dict[str, pd.DataFrame] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    reference_val_mse: float | None = None  # val MSE of predicting the mean training image
+
+
+def mean_image_val_mse(train: np.ndarray, val: np.ndarray, chunk: int = 1024) -> float:
+    """Per-pixel MSE on ``val`` of the mean training image (uint8 arrays, scaled to [0, 1]).
+
+    The reference a reconstruction model must beat: one that does worse has learned less than
+    the average training image. Chunked, so a memory-mapped training set is never loaded whole.
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError("mean_image_val_mse: empty training or validation set")
+    total = np.zeros(train.shape[1:], dtype=np.float64)
+    for i in range(0, len(train), chunk):
+        total += np.asarray(train[i : i + chunk], dtype=np.float64).sum(axis=0)
+    mean = total / (255.0 * len(train))
+    err = 0.0
+    for i in range(0, len(val), chunk):
+        v = np.asarray(val[i : i + chunk], dtype=np.float64) / 255.0
+        err += float(((v - mean) ** 2).sum())
+    return err / (len(val) * mean.size)
+
+
+def load_maps(path: str | os.PathLike) -> ModelMaps:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta_json"][()])) if "meta_json" in z.files else {}
+        recon = z["recon"] if "recon" in z.files else None
+        return ModelMaps(image=z["image"].astype(str), amap=z["map"], recon=recon, meta=meta)
+
+
+def _read_ids_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"image": str, "patient_id": str})
+
+
+def _test_set(root: Path) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+    """The test manifest and, when both exist, the prepared test images in its row order."""
+    if not (root / paths.manifest("test")).is_file():
+        return None, None
+    manifest = _read_ids_csv(root / paths.manifest("test"))
+    if not (root / paths.prepared("test")).is_file():
+        return manifest, None
+    images = np.load(root / paths.prepared("test"), allow_pickle=False)
+    if len(images) != len(manifest):
+        raise ValueError(
+            f"{paths.prepared('test')} has {len(images)} images, "
+            f"{paths.manifest('test')} {len(manifest)} rows"
+        )
+    return manifest, images
+
+
+def _reference_val_mse(root: Path) -> float | None:
+    train, val = root / paths.prepared("train"), root / paths.prepared("val")
+    if not (train.is_file() and val.is_file()):
+        return None
+    return mean_image_val_mse(np.load(train, mmap_mode="r"), np.load(val, mmap_mode="r"))
+
+
+def load_inputs(root: str | os.PathLike, models: Sequence[str]) -> ReportInputs:
+    """Read every report input under ``root``; only the score CSVs are required."""
+    root = Path(root)
+    scores, maps, curves = {}, {}, {}
+    for arch in models:
+        p = root / paths.scores(arch)
+        if not p.is_file():
+            raise FileNotFoundError(f"scores of model {arch!r} not found: {p} (run score@{arch})")
+        scores[arch] = _read_ids_csv(p)
+        if (root / paths.maps(arch)).is_file():
+            maps[arch] = load_maps(root / paths.maps(arch))
+        if (root / paths.train_curve(arch)).is_file():
+            curves[arch] = pd.read_csv(root / paths.train_curve(arch))
+    manifest, images = _test_set(root)
+    boxes = None
+    if (root / paths.PREPARED_BOXES).is_file():
+        boxes = pd.read_csv(root / paths.PREPARED_BOXES, dtype={"image": str, "finding": str})
+    summary = {}
+    if (root / paths.SUMMARY).is_file():
+        summary = json.loads((root / paths.SUMMARY).read_text())
+    return ReportInputs(
+        scores, maps, manifest, images, boxes, curves, summary, _reference_val_mse(root)
+    )

@@ -1,0 +1,229 @@
+"""The contract of ``reports/metrics.json``: the one module that names its keys.
+
+:func:`to_metrics` turns an :class:`~imgae_dx.report.results.Analysis` into the metrics dict,
+key by key in the order metrics.json has always had (``dvc metrics diff`` and
+``imgae-dx check-metrics`` compare files across runs). Interval keys carry the level
+(``auroc_ci95``), the threshold-sweep keys their targets (``sens_at_95spec``): see
+:class:`imgae_dx.config.ReportParams`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from imgae_dx.config import ReportParams
+from imgae_dx.report.names import DELONG_METHOD
+from imgae_dx.report.results import (
+    Analysis,
+    Baseline,
+    ComparisonResult,
+    DataSummary,
+    Interval,
+    Localization,
+    ModelResult,
+    OperatingPoint,
+    Stratum,
+    TrainingResult,
+)
+
+
+def _round(f: float, ndigits: int) -> float | None:
+    return float(f"{f:.{ndigits}g}") if np.isfinite(f) else None
+
+
+def clean_json(obj: Any, ndigits: int = 6) -> Any:
+    """numpy -> Python, floats to ``ndigits`` significant digits (small p-values survive),
+    NaN/inf -> None (JSON null), tuples -> lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): clean_json(v, ndigits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [clean_json(v, ndigits) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _round(float(obj), ndigits)
+    return obj
+
+
+def rounded(obj: Any, ndigits: int = 6) -> Any:
+    """A result with every float rounded as :func:`clean_json` rounds it (dataclasses, dicts
+    and tuples keep their types), so report.md prints exactly the numbers of metrics.json."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {f.name: rounded(getattr(obj, f.name), ndigits) for f in dataclasses.fields(obj)}
+        return dataclasses.replace(obj, **changes)
+    if isinstance(obj, Mapping):
+        return {k: rounded(v, ndigits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(rounded(v, ndigits) for v in obj)
+    return clean_json(obj, ndigits)
+
+
+def _ci(ci: Interval | None) -> list | None:
+    return list(ci) if ci is not None else None
+
+
+def _stratum(s: Stratum, ck: str) -> dict:
+    out = {
+        "auroc": s.auroc,
+        f"auroc_{ck}": _ci(s.auroc_ci),
+        "n_normal": s.n_normal,
+        "n_abnormal": s.n_abnormal,
+    }
+    if s.at_threshold is not None:  # the model has an operating threshold
+        out["sensitivity"] = s.at_threshold.sensitivity
+        out["specificity"] = s.at_threshold.specificity
+    return out
+
+
+def _strata(by: Mapping[str, Stratum], ck: str) -> dict:
+    return {k: _stratum(v, ck) for k, v in by.items()}
+
+
+def _threshold(t: OperatingPoint) -> dict:
+    out = {
+        "source": "val normals",
+        "percentile": t.percentile,
+        "value": t.value,
+        "n_val_normal": t.n_val_normal,
+    }
+    if t.value is None:  # no validation normals: no threshold
+        return out
+    return out | {
+        "val_flagged": t.val_flagged,
+        "sensitivity": t.sensitivity,
+        "specificity": t.specificity,
+        "precision": t.precision,
+        "f1": t.f1,
+        "tp": t.tp,
+        "fp": t.fp,
+        "tn": t.tn,
+        "fn": t.fn,
+    }
+
+
+def _localization(loc: Localization) -> dict:
+    by_f = {f: {"hit_rate": h.hit_rate, "n_images": h.n_images} for f, h in loc.by_finding.items()}
+    return {
+        "hit_rate": loc.hit_rate,
+        "chance_hit_rate": loc.chance_hit_rate,
+        "pixel_auroc": loc.pixel_auroc,
+        "n_images": loc.n_images,
+        "n_boxes": loc.n_boxes,
+        "by_finding": by_f,
+    }
+
+
+def _model(m: ModelResult, rp: ReportParams) -> dict:
+    ck = rp.ci_key
+    return {
+        "auroc": m.auroc,
+        f"auroc_{ck}": _ci(m.auroc_ci),
+        f"auroc_{ck}_delong": _ci(m.auroc_ci_delong),
+        "auprc": m.auprc,
+        f"auprc_{ck}": _ci(m.auprc_ci),
+        "f1_max": m.f1_max,
+        rp.sens_key: m.sens_at_spec,
+        rp.spec_key: m.spec_at_sens,
+        "n_normal": m.n_normal,
+        "n_abnormal": m.n_abnormal,
+        "threshold": _threshold(m.threshold),
+        "score_method": dict(m.score_method),
+        "by_view": _strata(m.strata.view, ck),
+        "by_sex": _strata(m.strata.sex, ck),
+        "by_age": _strata(m.strata.age, ck),
+        "by_finding": _strata(m.strata.finding, ck),
+        "localization": _localization(m.localization),
+    }
+
+
+def _baseline(b: Baseline, ck: str) -> dict:
+    return {
+        "auroc": b.auroc,
+        f"auroc_{ck}": _ci(b.auroc_ci),
+        "n_normal": b.n_normal,
+        "n_abnormal": b.n_abnormal,
+    }
+
+
+def _comparison(c: ComparisonResult, ck: str) -> dict:
+    if c.delong is None:
+        return {
+            "delta_auroc": None,
+            f"delta_auroc_{ck}": None,
+            "p_delong": None,
+            "p_holm": None,
+            "n": c.n,
+        }
+    return {
+        "delta_auroc": c.delong.delta,
+        f"delta_auroc_{ck}": _ci(c.delta_ci),
+        f"delta_auroc_{ck}_delong": _ci(c.delong.ci),
+        "z_delong": c.delong.z,
+        "p_delong": c.delong.p,
+        "p_holm": c.p_holm,
+        "n": c.n,
+    }
+
+
+def _data(d: DataSummary) -> dict:
+    return {
+        "source": d.source,
+        "n_train": d.n_train,
+        "n_val": d.n_val,
+        "n_test_normal": d.n_test_normal,
+        "n_test_abnormal": d.n_test_abnormal,
+        "n_test_patients": d.n_test_patients,
+    }
+
+
+def _training_run(r: TrainingResult) -> dict:
+    return {
+        "epochs_run": r.epochs_run,
+        "best_epoch": r.best_epoch,
+        "initial_val_loss": r.initial_val_loss,
+        "best_val_loss": r.best_val_loss,
+        "best_over_initial": r.best_over_initial,
+        "best_over_reference": r.best_over_reference,
+    }
+
+
+def to_metrics(an: Analysis) -> dict:
+    """The metrics.json dict of an analysis (JSON types only, numbers as :func:`clean_json`)."""
+    rp, ck = an.params, an.params.ci_key
+    out = {
+        "data": _data(an.data),
+        "models": {a: _model(m, rp) for a, m in an.models.items()},
+        "baselines": {name: _baseline(b, ck) for name, b in an.baselines.items()},
+        "comparisons": {f"{c.a}_vs_{c.b}": _comparison(c, ck) for c in an.comparisons},
+        "bootstrap": {"unit": an.unit, "resamples": rp.bootstrap, "seed": rp.seed},
+        "delong": {"unit": an.unit, "method": DELONG_METHOD[an.unit]},
+        "training": {
+            "reference_val_mse": an.training.reference_val_mse,
+            "models": {a: _training_run(r) for a, r in an.training.models.items()},
+        },
+    }
+    return clean_json(out)
+
+
+def headline_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The pooled scalars of a metrics dict (no strata, no lists), e.g. for MLflow."""
+    out: dict[str, Any] = {"models": {}, "baselines": {}, "comparisons": {}}
+    for arch, m in result["models"].items():
+        out["models"][arch] = {k: v for k, v in m.items() if isinstance(v, int | float)}
+        thr = m.get("threshold") or {}
+        out["models"][arch]["threshold"] = {
+            k: v for k, v in thr.items() if isinstance(v, int | float) and k != "percentile"
+        }
+    for name, b in result.get("baselines", {}).items():
+        out["baselines"][name] = {"auroc": b.get("auroc")}
+    for key, c in result.get("comparisons", {}).items():
+        out["comparisons"][key] = {
+            k: c.get(k) for k in ("delta_auroc", "z_delong", "p_delong", "p_holm")
+        }
+    return out
