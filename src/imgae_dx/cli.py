@@ -132,7 +132,9 @@ def _check_metrics(args: argparse.Namespace) -> int:
         print(f"MISMATCH {p}")
     if not problems:
         n = len(committed.get("models") or {})
-        print(f"reproduced metrics match the committed ones ({n} models, tolerance {args.tolerance})")
+        print(
+            f"reproduced metrics match the committed ones ({n} models, tolerance {args.tolerance})"
+        )
     return 1 if problems else 0
 
 

@@ -17,6 +17,7 @@ MODELS = Path("models")  # train: <arch>.pt
 RESUME = MODELS / ".resume"  # train: the per-epoch checkpoint of an unfinished run
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
+PLOT_POINTS = REPORTS / "plots"  # report: {roc,pr}/<arch>.csv, curve points for `dvc plots`
 METRICS = REPORTS / "metrics.json"
 REPORT_MD = REPORTS / "report.md"
 

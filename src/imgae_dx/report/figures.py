@@ -20,7 +20,7 @@ from imgae_dx.report.names import BASELINE_NAMES
 from imgae_dx.report.results import Analysis, Interval
 
 FIGURES = paths.FIGURES.relative_to(paths.REPORTS)  # figures/
-PLOTS = Path("plots")  # plots/{roc,pr}/<arch>.csv, for `dvc plots`
+PLOTS = paths.PLOT_POINTS.relative_to(paths.REPORTS)  # plots/{roc,pr}/<arch>.csv
 MAX_PR_POINTS = 2000
 
 
