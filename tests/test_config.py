@@ -55,7 +55,16 @@ def test_repository_params_and_presets_are_valid():
         ("data.synthetic", {"n_patient": 3}, "data.synthetic.n_patient: unknown key"),
         ("data.kaggle", {"tokn": "y"}, "data.kaggle.tokn: unknown key"),
         ("data.kaggle", {"dataset": "x"}, "data.kaggle.dataset: expected '<owner>/<dataset>'"),
-        ("score.reduce", "p101", "score.reduce: expected mean, max or a percentile"),
+        ("score.reduce", "p101", "score.reduce: expected 'mean', 'max' or a percentile"),
+        ("data.shards", True, "data.shards: expected 'all' or a list"),
+        ("data.shards", {}, "data.shards: expected 'all' or a list"),
+        ("data.kaggle", {"endpoint": "ftp://x"}, "data.kaggle.endpoint: expected an http(s) URL"),
+        ("train.lr", "1e-3", "train.lr: expected number, got '1e-3' (YAML reads 1e-3 as text"),
+        ("arch.ae.batch_size", 0, "arch.ae.batch_size: expected a value >= 1, got 0"),
+        ("arch.ae.lr", -1.0, "arch.ae.lr: expected a value >= 0"),
+        ("arch.ae.channels", [], "arch.ae: channels must be a non-empty list"),
+        ("arch.ae.dropout", 1.5, "arch.ae: dropout probability has to be between 0 and 1"),
+        ("arch.unet.depth", -1, "arch.unet: depth, base_channels and max_channels must be >= 1"),
         ("report.unit", "imag", "report.unit: unknown unit 'imag'"),
         ("report.age_bands", [30, 0], "report.age_bands: expected >= 2 increasing edges"),
         ("mlflow", {"enable": True}, "mlflow.enable: unknown key (did you mean 'enabled'?)"),
@@ -104,6 +113,15 @@ def test_arch_training_overrides_are_split_from_constructor_kwargs():
     assert t.lr == 5e-4 and t.epochs == 3
     assert p.train_for("vae").lr == REPO_PARAMS["train"]["lr"]
     assert "image_size" not in p.model_args("unet")  # fully convolutional: no image_size
+
+
+def test_overrides_are_validated_and_as_written_survives_any_construction():
+    p = make_params(arch={"ae": {"patience": None, "epochs": 3}})
+    assert p.train_for("ae").patience is None and p.train_for("ae").epochs == 3
+    from imgae_dx.config import Params
+
+    direct = Params.model_validate(REPO_PARAMS)
+    assert direct.as_written() == REPO_PARAMS
 
 
 def test_overlay_replaces_leaves_and_lists():

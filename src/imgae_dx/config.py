@@ -1,17 +1,17 @@
 """params.yaml: one typed schema, loaded once through :func:`load_params`.
 
 Every block of ``params.yaml`` is a pydantic model below: its defaults, types, ranges and
-allowed keys live here and nowhere else (``docs/architecture.md``, "Parameters"). Two blocks
-are derived rather than written out, so that they cannot drift from the code that receives
-them:
-
-- ``arch.<name>``: the keyword arguments of the registered model's constructor
-  (:mod:`imgae_dx.models.registry`; types from its annotations), plus any ``train`` key of
-  :data:`TRAIN_OVERRIDE_KEYS` to override for that architecture alone;
-- nothing else: the ``train``, ``score``, ``report``, ``mlflow`` and ``data.*`` blocks are the
-  models :class:`TrainParams`, :class:`ScoreParams`, :class:`ReportParams`,
-  :class:`MlflowParams`, :class:`DataParams`, :class:`SyntheticParams`,
-  :class:`KaggleParams` and :class:`LocalParams`, which the library functions take as they are.
+allowed keys live here and nowhere else (``docs/architecture.md``, "Parameters"). The
+``train``, ``score``, ``report``, ``mlflow`` and ``data.*`` blocks are the models
+:class:`TrainParams`, :class:`ScoreParams`, :class:`ReportParams`, :class:`MlflowParams`,
+:class:`DataParams`, :class:`SyntheticParams`, :class:`KaggleParams` and :class:`LocalParams`,
+which the library functions take as they are. One block is derived rather than written out, so
+that it cannot drift from the code that receives it: ``arch.<name>`` holds the keyword
+arguments of the registered model's constructor (:mod:`imgae_dx.models.registry`; types from
+its annotations, ranges from the constructor itself, which is run once on torch's ``meta``
+device at load time), plus any ``train`` key of :data:`TRAIN_OVERRIDE_KEYS` to override for
+that architecture alone. Value sets owned by the code that implements them (anomaly maps,
+saliencies, the ``reduce`` syntax, device specs) are imported from there.
 
 Validation is strict (``"64"`` is not an int, ``true`` is not a number) and every error is one
 :class:`ConfigError` naming the key, e.g.
@@ -20,9 +20,9 @@ Validation is strict (``"64"`` is not an int, ``true`` is not a number) and ever
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
-import re
 import typing
 from collections.abc import Mapping
 from functools import cache
@@ -36,12 +36,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     create_model,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from imgae_dx import scoring
 from imgae_dx.data import nih
 
 PARAMS_FILE = "params.yaml"
@@ -92,9 +94,8 @@ class KaggleParams(_Block):
             pattern=r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$", description="'<owner>/<dataset>'"
         ),
     ] = "nih-chest-xrays/data"
-    endpoint: Annotated[str, Field(pattern=r"^https?://", description="an http(s) URL")] | None = (
-        None  # API base URL override (mirrors, tests); None: Kaggle's
-    )
+    # API base URL override (mirrors, tests); None: Kaggle's
+    endpoint: str | None = Field(None, pattern=r"^https?://.+", description="an http(s) URL")
     version: PositiveInt | None = None  # dataset version; None: latest
     method: Literal["auto", "zip", "files"] = "auto"
     workers: PositiveInt = 4  # concurrent transfers
@@ -131,10 +132,16 @@ class DataParams(_Block):
     @field_validator("shards", mode="before")
     @classmethod
     def _shards(cls, v: Any) -> Any:
+        if not isinstance(v, str | list):
+            raise _custom(
+                f"data.shards: expected 'all' or a list such as [images_001, images_002], got {v!r}"
+            )
         try:
             nih.normalize_shards(v)
         except (ValueError, TypeError) as e:
-            raise _custom(str(e)) from None
+            raise _custom(
+                str(e) if str(e).startswith("data.shards") else f"data.shards: {e}"
+            ) from None
         return v
 
     @field_validator("views")
@@ -151,17 +158,11 @@ class DataParams(_Block):
             raise _custom(f"data.image_size: expected a multiple of 16 ≥ 16, got {v}")
         return v
 
-    @property
-    def shard_list(self) -> list[str]:
-        """The shards as sorted canonical names (``images_001`` ...)."""
-        return nih.normalize_shards(self.shards)
-
-    def source_params(self) -> SyntheticParams | KaggleParams | LocalParams:
-        """The block of the selected source (``data.<source>``)."""
-        return getattr(self, self.source)
-
 
 # ---- training ------------------------------------------------------------------------------------
+Scheduler = Literal["cosine", "none", "multistep"]
+
+
 class TrainParams(_Block):
     """``train``: the training loop's settings (:func:`imgae_dx.train.train_model`).
 
@@ -176,7 +177,7 @@ class TrainParams(_Block):
     patience: PositiveInt | None = 5  # epochs without val improvement before stopping; None: never
     min_delta: NonNegFloat = 0.0  # an improvement must exceed this
     grad_clip: NonNegFloat | None = 1.0  # max gradient norm; None or 0: no clipping
-    scheduler: Literal["cosine", "none", "multistep"] = "cosine"
+    scheduler: Scheduler = "cosine"
     warmup_epochs: NonNegFloat = 0.0  # linear warm-up (all schedulers)
     milestones: list[NonNegInt] = []  # multistep: epochs at which lr *= lr_gamma
     lr_gamma: Annotated[float, Field(gt=0)] = 0.1
@@ -191,10 +192,12 @@ class TrainParams(_Block):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", v.strip().lower()):
-            raise _custom(
-                f"train.device: unknown device {v!r} (valid: auto, cpu, cuda, cuda:<index>, mps)"
-            )
+        from imgae_dx.device import parse_device_spec
+
+        try:
+            parse_device_spec(v)
+        except ValueError as e:
+            raise _custom(str(e)) from None
         return v
 
 
@@ -210,22 +213,25 @@ TRAIN_OVERRIDE_KEYS: tuple[str, ...] = tuple(
 class ScoreParams(_Block):
     """``score``: anomaly maps and image scores (:mod:`imgae_dx.inference`)."""
 
-    map: Literal["auto", "sq", "abs", "ssim", "clahe", "ra"] = "auto"  # auto: the model's own
-    saliency: Literal["ssim", "features", "lpips"] = "ssim"  # of the RA map
+    map: Literal["auto", scoring.MapMethod] = "auto"  # auto: the architecture's own
+    saliency: scoring.Saliency = "ssim"  # of the RA map
     smooth_sigma: NonNegFloat = 0.0
-    reduce: Annotated[
-        str,
-        Field(
-            pattern=r"^(mean|max|p(100(\.0+)?|\d{1,2}(\.\d+)?))$",
-            description="mean, max or a percentile pNN (e.g. p99)",
-        ),
-    ] = "mean"
+    reduce: str = "mean"  # mean | max | pNN, a percentile (e.g. p99)
     clahe_tiles: PositiveInt = 8
     clahe_clip: float = 2.0  # <= 0: no clipping
     batch_size: PositiveInt = 128
     lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
     lpips_backbone_weights: str | None = None
     lpips_net: Literal["alex", "vgg"] = "alex"
+
+    @field_validator("reduce")
+    @classmethod
+    def _reduce(cls, v: str) -> str:
+        try:
+            scoring.parse_reduce(v)
+        except ValueError as e:
+            raise _custom(f"score.reduce: {e}") from None
+        return v
 
 
 class ReportParams(_Block):
@@ -250,19 +256,6 @@ class ReportParams(_Block):
             raise _custom(f"report.age_bands: expected >= 2 increasing edges, got {v!r}")
         return v
 
-    @property
-    def ci_key(self) -> str:
-        """``ci95`` at the default level: the suffix of every interval key in metrics.json."""
-        return f"ci{round(self.ci * 100):d}"
-
-    @property
-    def sens_key(self) -> str:
-        return f"sens_at_{round(self.target_specificity * 100):d}spec"
-
-    @property
-    def spec_key(self) -> str:
-        return f"spec_at_{round(self.target_sensitivity * 100):d}sens"
-
 
 class MlflowParams(_Block):
     """``mlflow``: optional run logging; never changes an output, so no stage declares it."""
@@ -284,8 +277,10 @@ def arch_block_model(name: str) -> type[_Block]:
     for pname, p in constructor_params(cls).items():
         if pname not in PIPELINE_KWARGS:
             fields[pname] = (hints.get(pname, Any), p.default)
-    for key in TRAIN_OVERRIDE_KEYS:
-        fields[key] = (TrainParams.model_fields[key].annotation, None)
+    for key in TRAIN_OVERRIDE_KEYS:  # the train field, its ranges included; unset by default
+        field = copy.copy(TrainParams.model_fields[key])
+        field.default = None
+        fields[key] = (field.annotation, field)
     return create_model(f"arch.{name}", __base__=_Block, **fields)
 
 
@@ -307,6 +302,14 @@ class Params(_Block):
     mlflow: MlflowParams = MlflowParams()
 
     _written: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_as_written(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Params:
+        out = handler(data)
+        if isinstance(data, Mapping):
+            out._written = dict(data)
+        return out
 
     @field_validator("models")
     @classmethod
@@ -360,6 +363,8 @@ class Params(_Block):
                 raise _custom(
                     f"arch.{m}: missing (every entry of `models` needs its block, {{}} for defaults)"
                 )
+        for m in self.arch:
+            _check_constructor(m, self.model_args(m))
         if self.score.saliency == "lpips" and not self.score.lpips_weights:
             if any(self.score_map(m) == "ra" for m in self.models):
                 raise _custom(
@@ -394,11 +399,26 @@ class Params(_Block):
         """The anomaly map ``score@<arch>`` computes: ``score.map``, or the model's own for auto."""
         from imgae_dx.models import get_model_class
 
-        return self.score.map if self.score.map != "auto" else get_model_class(arch).default_score
+        return scoring.resolve_map(self.score.map, get_model_class(arch).default_score)
 
     def as_written(self) -> dict[str, Any]:
         """The parameters as the file states them (no defaults filled in): for display."""
         return self._written
+
+
+def _check_constructor(arch: str, kwargs: dict[str, Any]) -> None:
+    """Run the constructor once on torch's ``meta`` device (no memory, no compute), so a value
+    it refuses (``channels: []``, ``dropout: 1.5``) fails at load time, named."""
+    import torch
+
+    from imgae_dx.models import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(arch, **kwargs)
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        raise _custom(msg if msg.startswith(f"arch.{arch}") else f"arch.{arch}: {msg}") from None
 
 
 def validate(params: Mapping[str, Any], where: str = PARAMS_FILE) -> Params:
@@ -406,11 +426,9 @@ def validate(params: Mapping[str, Any], where: str = PARAMS_FILE) -> Params:
     if not isinstance(params, Mapping):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     try:
-        out = Params.model_validate(dict(params))
+        return Params.model_validate(dict(params))
     except ValidationError as e:
         raise ConfigError(f"{where}: {_describe(e)}") from None
-    out._written = dict(params)
-    return out
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -423,6 +441,19 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     return raw if raw is not None else {}
+
+
+def dotted_items(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mappings as ``(dotted.key, value)`` pairs, the way ``dvc exp run -S`` names keys
+    (an empty mapping is a value)."""
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out += dotted_items(v, key + ".")
+        else:
+            out.append((key, v))
+    return out
 
 
 def apply_overlay(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -470,6 +501,27 @@ def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: Parts of a pydantic error location that name a union member, not a key.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "tuple"}
+
+
+def _field_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union-member tags (``str``, ``list[...]``, ``function-...``)."""
+    return tuple(
+        p
+        for p in loc
+        if not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS or p.startswith("function")))
+    )
+
+
 def _block_at(loc: tuple[Any, ...], prefix: str) -> type[BaseModel] | None:
     """The schema model that holds the key at ``loc`` (for the list of valid keys)."""
     model: Any = arch_block_model(prefix.split(".")[1]) if prefix else Params
@@ -485,7 +537,7 @@ def _block_at(loc: tuple[Any, ...], prefix: str) -> type[BaseModel] | None:
 def _describe(err: ValidationError, prefix: str = "") -> str:
     """The first error of ``err`` as ``<key>: <what is wrong> (<what is valid>)``."""
     e = err.errors(include_url=False)[0]
-    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and "[" in p))  # drop union tags
+    loc = _field_path(e["loc"])
     key = prefix
     for p in loc:
         key += f"[{p}]" if isinstance(p, int) else f"{'.' * bool(key)}{p}"
@@ -511,7 +563,10 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
         return f"{key}: unknown {noun} {value!r} (valid: {valid.replace(' or ', ', ')})"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         name = _KINDS.get(kind.split("_")[0], kind.split("_")[0])
-        return f"{key}: expected {name}, got {value!r}"
+        hint = ""
+        if name == "number" and isinstance(value, str) and _is_float(value):
+            hint = f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-3)"
+        return f"{key}: expected {name}, got {value!r}{hint}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(kind, "<=")
         bound = next(iter(e.get("ctx", {}).values()), "?")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,7 +24,9 @@ __all__ = [
     "autocast_context",
     "autocast_factory",
     "describe_device",
+    "images_to_tensor",
     "inference_device",
+    "parse_device_spec",
     "resolve_device",
     "to_channels_last",
     "torch_runtime",
@@ -40,19 +43,23 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def parse_device_spec(spec: str) -> tuple[str, str | None]:
+    """``(kind, index)`` of a ``train.device`` value; ``ValueError`` naming the key otherwise."""
+    match = _SPEC.match(str(spec).strip().lower())
+    if match is None:
+        raise ValueError(
+            f"train.device: unknown device {spec!r} (valid: auto, cpu, cuda, cuda:<index>, mps)"
+        )
+    return match.group(1), match.group(2)
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """Turn a params value (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``) into a device.
 
     ``auto`` prefers CUDA, then MPS, then CPU. An explicit device that is not available raises
     ``ValueError`` (rather than silently falling back to a 100x slower CPU run).
     """
-    text = str(spec).strip().lower()
-    match = _SPEC.match(text)
-    if match is None:
-        raise ValueError(
-            f"train.device: unknown device {spec!r} (valid: auto, cpu, cuda, cuda:<index>, mps)"
-        )
-    kind, index = match.group(1), match.group(2)
+    kind, index = parse_device_spec(spec)
     if kind == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -179,3 +186,16 @@ def torch_runtime(
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
         torch.set_num_threads(prev_threads)
+
+
+def images_to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1] on ``device`` (channels-last on CUDA).
+
+    Only the batch is converted, so a data set never exists as a float copy in memory.
+    """
+    if isinstance(batch, np.ndarray):
+        # A copy: slices of a read-only memmap cannot back a tensor (torch warns), and the
+        # uint8 batch is small next to its float32 conversion below.
+        batch = torch.from_numpy(np.array(batch, dtype=np.uint8, order="C", copy=True))
+    x = batch.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+    return to_channels_last(x, device)

@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import ndimage
 
-MAP_METHODS: tuple[str, ...] = ("sq", "abs", "ssim", "clahe", "ra")
-# Saliency for the "ra" map: the paper's LPIPS product, an SSIM product (no download) or the
-# model's own multi-scale encoder features (no download; needs the model's embeddings).
-RA_SALIENCY_METHODS: tuple[str, ...] = ("ssim", "features", "lpips")
-REDUCE_METHODS: tuple[str, ...] = ("mean", "max", "pNN")  # pNN: any percentile, e.g. "p99"
+#: The anomaly maps (``score.map`` takes these, or ``auto``).
+MapMethod = Literal["sq", "abs", "ssim", "clahe", "ra"]
+MAP_METHODS: tuple[str, ...] = get_args(MapMethod)
+#: Saliency of the "ra" map: the paper's LPIPS product, an SSIM product (no download) or the
+#: model's own multi-scale encoder features (no download; needs the model's embeddings).
+Saliency = Literal["ssim", "features", "lpips"]
+RA_SALIENCY_METHODS: tuple[str, ...] = get_args(Saliency)
 
 RA_SALIENCY_SIGMA = 2.0  # Bercea et al. 2023: saliency smoothed with a Gaussian of σ = 2
 
@@ -127,6 +130,27 @@ def clahe(
         raise ValueError(f"tiles must be >= 1, got {tiles}")
     th, tw = -(-h // ty), -(-w // tx)  # tile size (ceil) so the grid covers the image
     bins = np.clip(np.floor(a * nbins), 0, nbins - 1).astype(np.int64)  # (B, H, W)
+    cdf = _tile_cdfs(bins, (ty, tx), (th, tw), clip_limit, nbins)  # (B, ty, tx, nbins)
+    y0, y1, wy = _neighbour_tiles(h, th, ty)
+    x0, x1, wx = _neighbour_tiles(w, tw, tx)
+    bi = np.arange(bsz)[:, None, None]
+    y0, y1, wy = y0[None, :, None], y1[None, :, None], wy[None, :, None]
+    x0, x1, wx = x0[None, None, :], x1[None, None, :], wx[None, None, :]
+    out = (
+        (1 - wy) * (1 - wx) * cdf[bi, y0, x0, bins]
+        + (1 - wy) * wx * cdf[bi, y0, x1, bins]
+        + wy * (1 - wx) * cdf[bi, y1, x0, bins]
+        + wy * wx * cdf[bi, y1, x1, bins]
+    )
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _tile_cdfs(
+    bins: np.ndarray, grid: tuple[int, int], tile: tuple[int, int], clip_limit: float, nbins: int
+) -> np.ndarray:
+    """Each tile's clipped-histogram CDF: (B, ty, tx, nbins) in (0, 1], from the bin index of
+    every pixel (B, H, W); all tiles of all images in one ``bincount``."""
+    (bsz, h, w), (ty, tx), (th, tw) = bins.shape, grid, tile
     # Pad bottom/right by symmetric reflection so every tile is full (only used for histograms).
     ph, pw = ty * th - h, tx * tw - w
     padded = np.pad(bins, ((0, 0), (0, ph), (0, pw)), mode="symmetric") if ph or pw else bins
@@ -139,26 +163,16 @@ def clahe(
         clip = max(clip_limit * area / nbins, 1.0)
         excess = np.maximum(hist - clip, 0.0).sum(axis=-1, keepdims=True)
         hist = np.minimum(hist, clip) + excess / nbins
-    cdf = np.cumsum(hist, axis=-1) / area  # (B, ty, tx, nbins) in (0, 1]
+    return np.cumsum(hist, axis=-1) / area
 
-    def neighbours(n_px: int, size: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pos = (np.arange(n_px) + 0.5) / size - 0.5  # pixel centre in tile-centre units
-        lo = np.floor(pos).astype(np.int64)
-        wgt = np.clip(pos - lo, 0.0, 1.0)
-        return np.clip(lo, 0, n_tiles - 1), np.clip(lo + 1, 0, n_tiles - 1), wgt
 
-    y0, y1, wy = neighbours(h, th, ty)
-    x0, x1, wx = neighbours(w, tw, tx)
-    bi = np.arange(bsz)[:, None, None]
-    y0, y1, wy = y0[None, :, None], y1[None, :, None], wy[None, :, None]
-    x0, x1, wx = x0[None, None, :], x1[None, None, :], wx[None, None, :]
-    out = (
-        (1 - wy) * (1 - wx) * cdf[bi, y0, x0, bins]
-        + (1 - wy) * wx * cdf[bi, y0, x1, bins]
-        + wy * (1 - wx) * cdf[bi, y1, x0, bins]
-        + wy * wx * cdf[bi, y1, x1, bins]
-    )
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+def _neighbour_tiles(n_px: int, size: int, n_tiles: int) -> tuple[np.ndarray, ...]:
+    """For each pixel along one axis: the two nearest tile centres and the weight of the
+    second (bilinear interpolation between tile mappings)."""
+    pos = (np.arange(n_px) + 0.5) / size - 0.5  # pixel centre in tile-centre units
+    lo = np.floor(pos).astype(np.int64)
+    wgt = np.clip(pos - lo, 0.0, 1.0)
+    return np.clip(lo, 0, n_tiles - 1), np.clip(lo + 1, 0, n_tiles - 1), wgt
 
 
 def feature_saliency(
@@ -280,15 +294,29 @@ def anomaly_map(
     return gaussian_smooth(m.astype(np.float32), smooth_sigma)
 
 
+def resolve_map(requested: str, model_default: str) -> str:
+    """The map to compute: ``requested``, or the architecture's own (``model_default``) for
+    ``auto``."""
+    return model_default if requested == "auto" else requested
+
+
+def parse_reduce(reduce: str) -> str | float:
+    """``"mean"``, ``"max"``, or the percentile of ``"pNN"`` (e.g. ``"p99"`` -> 99.0)."""
+    if reduce in ("mean", "max"):
+        return reduce
+    match = _PERCENTILE.match(reduce)
+    if match and 0.0 <= float(match.group(1)) <= 100.0:
+        return float(match.group(1))
+    raise ValueError(f"expected 'mean', 'max' or a percentile 'pNN' (e.g. 'p99'), got {reduce!r}")
+
+
 def image_scores(maps: np.ndarray, reduce: str = "mean") -> np.ndarray:
     """Reduce maps (B, H, W) to image scores (B,) float64: "mean", "max" or "pNN" (percentile)."""
     b = _as_batch(maps, "maps")
     m = b.reshape(b.shape[0], -1).astype(np.float64)
-    if reduce == "mean":
+    how = parse_reduce(reduce)
+    if how == "mean":
         return m.mean(axis=1)
-    if reduce == "max":
+    if how == "max":
         return m.max(axis=1)
-    match = _PERCENTILE.match(reduce)
-    if match and 0.0 <= float(match.group(1)) <= 100.0:
-        return np.percentile(m, float(match.group(1)), axis=1)
-    raise ValueError(f"reduce must be 'mean', 'max' or 'pNN' (e.g. 'p99'), got {reduce!r}")
+    return np.percentile(m, how, axis=1)
