@@ -35,8 +35,8 @@ import torch
 import yaml
 
 from imgae_dx.config import load_params
+from imgae_dx.device import images_to_tensor
 from imgae_dx.models import build_model
-from imgae_dx.train import images_to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 

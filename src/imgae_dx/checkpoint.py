@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from imgae_dx.config import TrainParams
 from imgae_dx.io import save_torch
 
 __all__ = [
@@ -127,7 +128,8 @@ def data_fingerprint(images: np.ndarray) -> list[int]:
 
 def fingerprint(
     model: torch.nn.Module,
-    settings: Mapping[str, Any],
+    config: TrainParams,
+    device: torch.device,
     *,
     seed: int,
     train_images: np.ndarray,
@@ -135,14 +137,18 @@ def fingerprint(
 ) -> dict[str, Any]:
     """What decides a run's trajectory, as JSON-able values.
 
-    ``settings`` are the training settings (``TrainParams`` dumped). Left out: ``resume``
-    (whether to resume is not what is resumed), and ``epochs`` unless the schedule depends on
-    it (cosine): a finished constant or multistep run can be extended by more epochs and
-    continues exactly as a longer run would.
+    Every training setting counts except ``resume`` (whether to resume is not what is
+    resumed) and ``epochs`` where the schedule does not depend on it (constant, multistep): a
+    library caller may then extend a finished run and it continues exactly as a longer run
+    would (the pipeline removes the state of a finished run, so there it never applies).
+    ``device`` and ``amp`` count as what they do: the device kind trained on, and whether
+    bf16 autocast was on (only on CUDA).
     """
-    kept = {k: v for k, v in settings.items() if k != "resume"}
-    if kept.get("scheduler") != "cosine":
-        kept.pop("epochs", None)
+    kept = config.model_dump(exclude={"resume"})
+    if config.scheduler != "cosine":
+        kept.pop("epochs")
+    kept["device"] = device.type
+    kept["amp"] = bool(config.amp and device.type == "cuda")
     return _jsonable(
         {
             "model": type(model).__name__,
@@ -204,19 +210,11 @@ class ResumeState:
     """Where an unfinished run stands after its last completed epoch."""
 
     fingerprint: dict[str, Any]
-    epoch: int  # epochs completed
-    global_step: int
     model: dict[str, torch.Tensor]
     optimizers: list[dict[str, Any]]
-    schedulers: list[dict[str, Any]]
+    schedulers: list[dict[str, Any]]  # their step counts are the optimisation steps done
     rng: dict[str, Any]
-    history: list[dict[str, Any]]
-    best_state_dict: dict[str, torch.Tensor]
-    best_epoch: int
-    best_val_loss: float
-    epochs_without_improvement: int
-    stopped_early: bool
-    initial_val_loss: float
+    progress: dict[str, Any]  # the training loop's record: history, best weights, counters
 
 
 def save_resume(path: str | os.PathLike, state: ResumeState) -> None:

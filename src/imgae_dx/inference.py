@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from imgae_dx import scoring
 from imgae_dx.config import ScoreParams
+from imgae_dx.device import images_to_tensor
 from imgae_dx.models.base import AnomalyModel
 
 __all__ = ["ScoreMethod", "Scores", "make_lpips_fn", "score_images", "score_method"]
@@ -47,7 +48,7 @@ class ScoreMethod:
 
 def score_method(model: AnomalyModel, score: ScoreParams) -> ScoreMethod:
     """Resolve ``score.map: auto`` to the model's own map; saliency only for the RA map."""
-    method = score.map if score.map != "auto" else type(model).default_score
+    method = scoring.resolve_map(score.map, type(model).default_score)
     return ScoreMethod(
         map=method,
         saliency=score.saliency if method == "ra" else None,
@@ -119,8 +120,8 @@ def _score_batch(
     lpips_fn: scoring.LpipsFn | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, x_hat, map) of one uint8 batch (B, S, S), each (B, S, S) float32."""
-    xb = torch.from_numpy(np.asarray(batch, dtype=np.float32) / 255.0)[:, None].to(device)
-    xh = model(xb).float().clamp(0, 1)  # (B, 1, S, S)
+    xb = images_to_tensor(batch, device)  # (B, 1, S, S) in [0, 1]
+    xh = model(xb).float().clamp(0, 1)
     features = None
     if method.map == "ra" and method.saliency == "features":
         fx = [f.float().cpu().numpy() for f in model.encoder_features(xb)]

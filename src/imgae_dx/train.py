@@ -27,8 +27,8 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -37,10 +37,11 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from tqdm import tqdm
 
 from imgae_dx import checkpoint
-from imgae_dx.config import TrainParams
+from imgae_dx.config import Scheduler, TrainParams
 from imgae_dx.device import (
     autocast_factory,
     describe_device,
+    images_to_tensor,
     resolve_device,
     to_channels_last,
     torch_runtime,
@@ -60,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEDULERS = ("cosine", "none", "multistep")
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 BASE_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s"]
 TIMING_COLUMNS = ("seconds", "images_per_s")  # wall clock: differ from run to run
 
@@ -115,19 +116,6 @@ def _check_inputs(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.nd
     if train.shape[1:] != val.shape[1:]:
         raise ValueError(f"train/val image sizes differ: {train.shape[1:]} vs {val.shape[1:]}")
     return train, val
-
-
-def images_to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1] on ``device`` (channels-last on CUDA).
-
-    Only the batch is converted, so a data set never exists as a float copy in memory.
-    """
-    if isinstance(batch, np.ndarray):
-        # A copy: slices of a read-only memmap cannot back a tensor (torch warns), and the
-        # uint8 batch is small next to its float32 conversion below.
-        batch = torch.from_numpy(np.array(batch, dtype=np.uint8, order="C", copy=True))
-    x = batch.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
-    return to_channels_last(x, device)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -281,6 +269,39 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @dataclass
+class Progress:
+    """What a run has done so far: the epochs' rows and the best weights. Saved whole in the
+    resume state; everything else about the run (epochs done, early stop) follows from it."""
+
+    history: list[dict[str, Any]]
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int = 0
+    best_val: float = math.inf
+    bad_epochs: int = 0  # epochs since the last improvement
+    initial_val: float = math.nan  # validation loss of the untrained model
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return len(self.history)
+
+    def record(self, row: dict[str, Any], model: torch.nn.Module, min_delta: float) -> None:
+        """Add an epoch's row; keep the model's weights if its validation loss is the best."""
+        self.history.append(row)
+        if row["val_loss"] < self.best_val - min_delta:
+            self.best_val, self.best_epoch, self.bad_epochs = row["val_loss"], self.epoch, 0
+            self.best_state = _cpu_state_dict(model)
+        else:
+            self.bad_epochs += 1
+
+    def stopped(self, patience: int | None) -> bool:
+        return patience is not None and self.bad_epochs >= patience
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
 class _Run:
     """The pieces one training run holds between epochs."""
 
@@ -292,44 +313,26 @@ class _Run:
     n_batches: int
     name: str
     autocast: Callable
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    best_epoch: int = 0
-    best_val: float = math.inf
-    bad_epochs: int = 0
-    epoch: int = 0  # epochs completed
-    global_step: int = 0
-    stopped_early: bool = False
-    initial_val: float = math.nan
+    progress: Progress
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Add an epoch's row; keep its weights if its validation loss is the best so far."""
-        self.history.append(row)
-        self.epoch = int(row["epoch"])
-        if row["val_loss"] < self.best_val - self.config.min_delta:
-            self.best_val, self.best_epoch, self.bad_epochs = row["val_loss"], self.epoch, 0
-            self.best_state = _cpu_state_dict(self.model)
-        else:
-            self.bad_epochs += 1
-        patience = self.config.patience
-        self.stopped_early = patience is not None and self.bad_epochs >= patience
+    @property
+    def global_step(self) -> int:
+        """Optimisation steps done (the schedules step once per optimisation step)."""
+        return self.schedulers[0].last_epoch
+
+    @property
+    def done(self) -> bool:
+        p = self.progress
+        return p.epoch >= self.config.epochs or p.stopped(self.config.patience)
 
     def resume_state(self, fingerprint: dict[str, Any]) -> checkpoint.ResumeState:
         return checkpoint.ResumeState(
             fingerprint=fingerprint,
-            epoch=self.epoch,
-            global_step=self.global_step,
             model=_cpu_state_dict(self.model),
             optimizers=[opt.state_dict() for opt in self.optimizers],
             schedulers=[s.state_dict() for s in self.schedulers],
             rng=checkpoint.rng_state(),
-            history=self.history,
-            best_state_dict=self.best_state,
-            best_epoch=self.best_epoch,
-            best_val_loss=self.best_val,
-            epochs_without_improvement=self.bad_epochs,
-            stopped_early=self.stopped_early,
-            initial_val_loss=self.initial_val,
+            progress=self.progress.as_dict(),
         )
 
     def restore(self, state: checkpoint.ResumeState) -> None:
@@ -338,12 +341,7 @@ class _Run:
             opt.load_state_dict(s)
         for sched, s in zip(self.schedulers, state.schedulers, strict=True):
             sched.load_state_dict(s)
-        self.history = list(state.history)
-        self.best_state = state.best_state_dict
-        self.best_epoch, self.best_val = state.best_epoch, state.best_val_loss
-        self.bad_epochs, self.stopped_early = state.epochs_without_improvement, state.stopped_early
-        self.epoch, self.global_step = state.epoch, state.global_step
-        self.initial_val = state.initial_val_loss
+        self.progress = Progress(**state.progress)
         checkpoint.set_rng_state(state.rng)
 
 
@@ -352,13 +350,13 @@ def _train_epoch(
     run: _Run, images: np.ndarray, *, seed: int, num_workers: int
 ) -> tuple[dict[str, float], int, float]:
     """One pass over ``images``: (per-image mean of every logged term, images seen, last lr)."""
-    cfg, dev = run.config, run.device
+    cfg, dev, epoch = run.config, run.device, run.progress.epoch
     run.model.train()
-    batches = _epoch_batches(len(images), cfg.batch_size, run.n_batches, seed, run.epoch)
+    batches = _epoch_batches(len(images), cfg.batch_size, run.n_batches, seed, epoch)
     sums: dict[str, float] = {}
     seen, lr = 0, math.nan
     bar = tqdm(
-        total=run.n_batches, desc=f"{run.name} {run.epoch + 1}/{cfg.epochs}", unit="batch",
+        total=run.n_batches, desc=f"{run.name} {epoch + 1}/{cfg.epochs}", unit="batch",
         disable=None, leave=False, dynamic_ncols=True,
     )  # fmt: skip
     t0 = time.perf_counter()
@@ -370,12 +368,11 @@ def _train_epoch(
         )
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(
-                f"{run.name}: non-finite training loss at epoch {run.epoch + 1}, "
+                f"{run.name}: non-finite training loss at epoch {epoch + 1}, "
                 f"step {run.global_step + 1}"
             )
         for sched in run.schedulers:
             sched.step()
-        run.global_step += 1
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + float(v) * x.shape[0]
         seen += x.shape[0]
@@ -393,10 +390,11 @@ def _epoch(run: _Run, train: np.ndarray, val: np.ndarray, seed: int, num_workers
     means, seen, lr = _train_epoch(run, train, seed=seed, num_workers=num_workers)
     train_seconds = time.perf_counter() - t_epoch
     val_loss = _evaluate(run.model, val, _val_batch_size(run.config), run.device, run.autocast)
+    epoch = run.progress.epoch + 1
     if not math.isfinite(val_loss):
-        raise FloatingPointError(f"{run.name}: non-finite validation loss at epoch {run.epoch + 1}")
+        raise FloatingPointError(f"{run.name}: non-finite validation loss at epoch {epoch}")
     row: dict[str, Any] = {
-        "epoch": run.epoch + 1,
+        "epoch": epoch,
         "train_loss": means["loss"],
         "val_loss": val_loss,
         "lr": lr,
@@ -415,7 +413,8 @@ def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
     log.info(
         "%s epoch %d/%d: train %.5g, val %.5g%s (%.1fs, %.0f img/s)",
         run.name, row["epoch"], run.config.epochs, row["train_loss"], row["val_loss"],
-        " *" if run.best_epoch == row["epoch"] else "", row["seconds"], row["images_per_s"],
+        " *" if run.progress.best_epoch == row["epoch"] else "", row["seconds"],
+        row["images_per_s"],
     )  # fmt: skip
 
 
@@ -437,7 +436,7 @@ def _start(
         n_batches=n_batches,
         name=desc or getattr(model, "registry_name", "") or type(model).__name__,
         autocast=autocast_factory(dev, config.amp),
-        best_state=_cpu_state_dict(model),
+        progress=Progress(history=[], best_state=_cpu_state_dict(model)),
     )
 
 
@@ -451,12 +450,12 @@ def _resume_or_evaluate(
         state = checkpoint.load_resume(path, fingerprint, run.name)
     if state is not None:
         run.restore(state)
-        log.info("%s: resumed from %s after epoch %d", run.name, path, run.epoch)
-        return run.epoch
+        log.info("%s: resumed from %s after epoch %d", run.name, path, run.progress.epoch)
+        return run.progress.epoch
     # The untrained model's validation loss; evaluating draws no random numbers that training
     # would see (forked RNG), so the trained weights do not depend on it.
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
-        run.initial_val = _evaluate(
+        run.progress.initial_val = _evaluate(
             run.model, val, _val_batch_size(run.config), run.device, run.autocast
         )
     return 0
@@ -500,40 +499,37 @@ def train_model(
         _seed_everything(seed)
         run = _start(model, config, dev, len(train_images), desc)
         fingerprint = checkpoint.fingerprint(
-            model,
-            config.model_dump(),
-            seed=seed,
-            train_images=train_images,
-            val_images=val_images,
+            model, config, dev, seed=seed, train_images=train_images, val_images=val_images
         )
         resumed_from = _resume_or_evaluate(run, checkpoint_path, fingerprint, val_images)
-        while run.epoch < config.epochs and not run.stopped_early:
+        while not run.done:
             row = _epoch(run, train_images, val_images, seed, num_workers)
-            run.record(row)
+            run.progress.record(row, model, config.min_delta)
             _log_epoch(run, row)
             if checkpoint_path is not None:
                 checkpoint.save_resume(checkpoint_path, run.resume_state(fingerprint))
             if on_epoch is not None:
                 on_epoch(dict(row))
-        if run.stopped_early:
-            log.info("%s: early stop after %d epochs without improvement", run.name, run.bad_epochs)
         return _result(run, resumed_from)
 
 
 def _result(run: _Run, resumed_from: int) -> TrainResult:
-    if run.best_epoch == 0:
+    p, patience = run.progress, run.config.patience
+    if p.best_epoch == 0:
         raise RuntimeError(f"{run.name}: no epoch was trained (epochs={run.config.epochs})")
-    run.model.load_state_dict(run.best_state)
+    if p.stopped(patience):
+        log.info("%s: early stop after %d epochs without improvement", run.name, p.bad_epochs)
+    run.model.load_state_dict(p.best_state)
     run.model.eval()
-    frame = pd.DataFrame(run.history)
+    frame = pd.DataFrame(p.history)
     frame = frame[BASE_COLUMNS + [c for c in frame.columns if c not in BASE_COLUMNS]]
     return TrainResult(
-        best_state_dict=run.best_state,
-        best_epoch=run.best_epoch,
-        best_val_loss=run.best_val,
-        initial_val_loss=run.initial_val,
+        best_state_dict=p.best_state,
+        best_epoch=p.best_epoch,
+        best_val_loss=p.best_val,
+        initial_val_loss=p.initial_val,
         history=frame,
         device=describe_device(run.device),
-        stopped_early=run.stopped_early,
+        stopped_early=p.stopped(patience),
         resumed_from_epoch=resumed_from,
     )
