@@ -556,7 +556,7 @@ def test_stage_script_runs(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "ae: AUROC" in proc.stdout
-    assert (
-        json.loads((tmp_path / "reports/metrics.json").read_text())["models"]["unet"]["auroc"] > 0.5
-    )
+    summary = json.loads(proc.stdout)
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert summary["unet"]["auroc"] == metrics["models"]["unet"]["auroc"] > 0.5
+    assert summary["ae"]["auroc_ci95"] == metrics["models"]["ae"]["auroc_ci95"]

@@ -20,21 +20,14 @@ from typing import Any
 import yaml
 
 from imgae_dx import paths
-from imgae_dx.config import Params, load_params
+from imgae_dx.config import Params, dotted_items, load_params
 
 
-def overlay_args(overlay: Mapping[str, Any], prefix: str = "") -> list[str]:
+def overlay_args(overlay: Mapping[str, Any]) -> list[str]:
     """``{"arch": {"ra": {"latent_dim": 128}}}`` → ``["-S", "arch.ra.latent_dim=128"]``."""
     out: list[str] = []
-    for k, v in overlay.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out += overlay_args(v, key + ".")
-        else:
-            out += [
-                "-S",
-                f"{key}={json.dumps(v, separators=(',', ':')) if not isinstance(v, str) else v}",
-            ]
+    for key, v in dotted_items(overlay):
+        out += ["-S", f"{key}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"]
     return out
 
 

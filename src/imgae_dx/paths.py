@@ -20,6 +20,8 @@ FIGURES = REPORTS / "figures"
 PLOT_POINTS = REPORTS / "plots"  # report: {roc,pr}/<arch>.csv, curve points for `dvc plots`
 METRICS = REPORTS / "metrics.json"
 REPORT_MD = REPORTS / "report.md"
+MLFLOW_DB = Path("mlflow.db")  # the default MLflow store, under the repository root (not cwd)
+SPLITS = ("train", "val", "test")  # the split names, which name their files below
 
 
 def manifest(split: str) -> Path:

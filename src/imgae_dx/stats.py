@@ -171,14 +171,35 @@ def stratified_bootstrap(
         if len(a) != len(y):
             raise ValueError("every array must have one entry per label")
     rng = np.random.default_rng(seed)
+    draws = _entry_draws(y, rng) if clusters is None else _cluster_draws(y, clusters, rng)
     out = np.empty(n_boot, dtype=np.float64)
-    if clusters is None:
-        groups = [np.flatnonzero(y == v) for v in np.unique(y)]
-        for b in range(n_boot):
-            idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-            out[b] = statistic(y[idx], *(a[idx] for a in cols))
-        return out
+    n_classes = len(np.unique(y))
+    for b in range(n_boot):
+        idx = draws()
+        yb = y[idx]
+        # A replicate missing a class (possible with clusters, when every cluster holds an
+        # abnormal entry) has no AUROC: nan, which percentile_ci skips.
+        out[b] = (
+            statistic(yb, *(a[idx] for a in cols)) if len(np.unique(yb)) == n_classes else np.nan
+        )
+    return out
 
+
+def _entry_draws(y: np.ndarray, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """Resamples of the entries: each class drawn with replacement, its count kept."""
+    groups = [np.flatnonzero(y == v) for v in np.unique(y)]
+
+    def draw() -> np.ndarray:
+        return np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+
+    return draw
+
+
+def _cluster_draws(
+    y: np.ndarray, clusters: np.ndarray, rng: np.random.Generator
+) -> Callable[[], np.ndarray]:
+    """Resamples of whole clusters, drawn with replacement separately among clusters with and
+    without an abnormal entry; returns the entries of the drawn clusters, in draw order."""
     ids = np.asarray(clusters).ravel()
     if len(ids) != len(y):
         raise ValueError("clusters must have one entry per label")
@@ -189,20 +210,14 @@ def stratified_bootstrap(
     has_abnormal = np.bincount(code, weights=(y == 1).astype(np.float64)) > 0
     strata = [np.flatnonzero(has_abnormal == v) for v in (False, True)]
     strata = [c for c in strata if len(c)]
-    n_classes = len(np.unique(y))
-    for b in range(n_boot):
+
+    def draw() -> np.ndarray:
         drawn = np.concatenate([c[rng.integers(0, len(c), len(c))] for c in strata])
         n = size[drawn]
-        # positions of every member of every drawn cluster, in draw order
         offset = np.repeat(start[drawn] - (np.cumsum(n) - n), n)
-        idx = order[offset + np.arange(n.sum())]
-        yb = y[idx]
-        # A replicate missing a class (possible when every cluster holds an abnormal entry) has
-        # no AUROC: nan, which percentile_ci skips.
-        out[b] = (
-            statistic(yb, *(a[idx] for a in cols)) if len(np.unique(yb)) == n_classes else np.nan
-        )
-    return out
+        return order[offset + np.arange(n.sum())]
+
+    return draw
 
 
 def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float, float]:

@@ -16,7 +16,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from imgae_dx.config import Params
+from imgae_dx import paths
+from imgae_dx.config import Params, dotted_items
 from imgae_dx.paths import repo_root
 
 log = logging.getLogger(__name__)
@@ -29,18 +30,7 @@ def tracking_uri() -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{(repo_root() / 'mlflow.db').as_posix()}"
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+    return f"sqlite:///{(repo_root() / paths.MLFLOW_DB).as_posix()}"
 
 
 def _is_secret(key: str) -> bool:
@@ -69,14 +59,14 @@ class Run:
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = {
             k: ("null" if v is None else str(v))[:500]
-            for k, v in flatten(params).items()
+            for k, v in dotted_items(params)
             if not _is_secret(k)
         }
         self._safe("log_params", flat)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         flat = {}
-        for k, v in flatten(metrics).items():
+        for k, v in dotted_items(metrics):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
             if v != v:  # NaN

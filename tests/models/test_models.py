@@ -10,7 +10,6 @@ from imgae_dx.models import (
     AnomalyModel,
     build_model,
     list_models,
-    model_kwargs_schema,
     model_takes_image_size,
     register_model,
 )
@@ -108,13 +107,22 @@ def test_unknown_names_and_keys() -> None:
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_schema_matches_constructor(name: str) -> None:
-    schema = model_kwargs_schema(name)
-    assert not set(schema) & PIPELINE_KWARGS  # image_size comes from data.image_size
-    assert not set(schema) & reserved_keys()  # lr/epochs/batch_size may live in arch.<name>
-    assert all(not isinstance(v, tuple) for v in schema.values())
-    # The schema's defaults are a valid params block.
-    model = build_model(name, image_size=64, **schema)
+def test_params_block_is_the_constructor(name: str) -> None:
+    """``arch.<name>`` holds exactly the constructor's kwargs (image_size aside: it comes from
+    data.image_size) with the same defaults, plus the train overrides; the defaults build."""
+    from imgae_dx.config import TRAIN_OVERRIDE_KEYS, arch_block_model
+    from imgae_dx.models.registry import constructor_params, get_model_class
+
+    block = arch_block_model(name).model_fields
+    ctor = {
+        k: p.default
+        for k, p in constructor_params(get_model_class(name)).items()
+        if k not in PIPELINE_KWARGS
+    }
+    assert {k: f.default for k, f in block.items() if k not in TRAIN_OVERRIDE_KEYS} == ctor
+    assert set(block) - set(ctor) == set(TRAIN_OVERRIDE_KEYS)
+    assert not set(ctor) & reserved_keys()  # lr/epochs/batch_size may live in arch.<name>
+    model = build_model(name, image_size=64, **ctor)
     assert isinstance(model, AnomalyModel) and model.registry_name == name
     assert model_takes_image_size(name) == (name in ("ae", "vae", "ra"))
 

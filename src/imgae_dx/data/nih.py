@@ -79,10 +79,6 @@ SHARD_LAST: dict[str, str] = {
     "images_012": "00030805_000.png",
 }
 _SHARD_BOUNDS = [SHARD_LAST[s] for s in SHARDS]
-#: Number of images per Kaggle shard in the real dataset (112,120 in all).
-SHARD_SIZES: dict[str, int] = {
-    s: (4999 if s == "images_001" else 7121 if s == "images_012" else 10000) for s in SHARDS
-}
 N_PATIENTS = 30805
 
 IMAGE_RE = re.compile(r"^(\d{8})_(\d{3})\.png$")

@@ -107,7 +107,7 @@ def samples_figure(
         out_png: figure path (written atomically).
         title: figure title.
     """
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels = choose_samples(
         test_manifest, boxes, n_normal=n_normal, per_finding=per_finding, seed=seed
@@ -115,9 +115,8 @@ def samples_figure(
     n = max(len(panels), 1)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(cols * panel_inches, rows * (panel_inches + 0.45)), squeeze=False
-    )
+    fig = Figure(figsize=(cols * panel_inches, rows * (panel_inches + 0.45)))
+    axes = fig.subplots(rows, cols, squeeze=False)
     by_image = {k: g for k, g in boxes.groupby("image")} if len(boxes) else {}
     for ax in axes.flat:
         ax.axis("off")

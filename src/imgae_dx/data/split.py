@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from imgae_dx.data import nih
+from imgae_dx.paths import SPLITS
 
 if TYPE_CHECKING:
     from imgae_dx.config import DataParams
@@ -34,7 +35,6 @@ MANIFEST_COLUMNS = [
     "label",
     "shard",
 ]
-SPLITS = ("train", "val", "test")
 
 
 class SplitError(ValueError):
@@ -208,9 +208,16 @@ def summarize(splits: dict[str, pd.DataFrame], source: str) -> dict:
     }
 
 
-def load_metadata(
-    raw_dir: str | Path,
-) -> tuple[pd.DataFrame, list[str] | None, list[str] | None, pd.DataFrame]:
+class Metadata(NamedTuple):
+    """The NIH metadata files of a mirror."""
+
+    entries: pd.DataFrame  # Data_Entry_2017.csv (nih.read_data_entry)
+    train_val: list[str] | None  # train_val_list.txt, if present
+    test: list[str] | None  # test_list.txt, if present
+    boxes: pd.DataFrame  # BBox_List_2017.csv (empty if absent)
+
+
+def load_metadata(raw_dir: str | Path) -> Metadata:
     """Read the NIH metadata files of a mirror: entries, train_val list, test list, boxes.
 
     The two lists and the box file are optional (``None`` / empty frame when absent).
@@ -227,16 +234,15 @@ def load_metadata(
         if bb.exists()
         else pd.DataFrame(columns=["image", "finding", "x", "y", "w", "h"])
     )
-    return entries, train_val, test, boxes
+    return Metadata(entries, train_val, test, boxes)
 
 
-def select(raw_dir: str | Path, data: DataParams, seed: int) -> Selection:
-    """The split the ``data`` params ask for, from the metadata files of the mirror ``raw_dir``."""
-    entries, train_val, test, _ = load_metadata(raw_dir)
+def select(metadata: Metadata, data: DataParams, seed: int) -> Selection:
+    """The split the ``data`` params ask for, from a mirror's metadata."""
     return make_split(
-        entries,
-        train_val_list=train_val,
-        test_list=test,
+        metadata.entries,
+        train_val_list=metadata.train_val,
+        test_list=metadata.test,
         views=list(data.views),
         shards=data.shards,
         val_fraction=data.val_fraction,

@@ -10,7 +10,6 @@ from imgae_dx.models.registry import (
     build_model,
     get_model_class,
     list_models,
-    model_kwargs_schema,
     model_takes_image_size,
     register_model,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "build_model",
     "get_model_class",
     "list_models",
-    "model_kwargs_schema",
     "model_takes_image_size",
     "register_model",
 ]

@@ -23,7 +23,6 @@ __all__ = [
     "constructor_params",
     "get_model_class",
     "list_models",
-    "model_kwargs_schema",
     "model_takes_image_size",
     "register_model",
 ]
@@ -102,21 +101,6 @@ def get_model_class(name: str) -> type[AnomalyModel]:
 def model_takes_image_size(name: str) -> bool:
     """Whether the architecture's constructor takes ``image_size`` (dense bottleneck)."""
     return "image_size" in constructor_params(get_model_class(name))
-
-
-def model_kwargs_schema(name: str) -> dict[str, Any]:
-    """``{key: default}`` of the ``arch.<name>`` params block, from the constructor signature.
-
-    Excludes :data:`PIPELINE_KWARGS` (``image_size``). Tuple defaults are returned as lists,
-    the form they take in YAML.
-    """
-    schema: dict[str, Any] = {}
-    for pname, param in constructor_params(get_model_class(name)).items():
-        if pname in PIPELINE_KWARGS:
-            continue
-        default = param.default
-        schema[pname] = list(default) if isinstance(default, tuple) else default
-    return schema
 
 
 def build_model(name: str, /, **kwargs: Any) -> AnomalyModel:

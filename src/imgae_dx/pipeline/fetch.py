@@ -21,7 +21,8 @@ def fetch(params: Params) -> dict[str, Any]:
     """
 
     def select(metadata_dir: Path) -> list[str]:
-        return splitlib.select(metadata_dir, params.data, params.seed).images()
+        meta = splitlib.load_metadata(metadata_dir)
+        return splitlib.select(meta, params.data, params.seed).images()
 
     t0 = time.time()
     with atomic_dir(paths.RAW) as tmp:

@@ -7,7 +7,6 @@ import pandas as pd
 from imgae_dx import paths
 from imgae_dx.config import Params
 from imgae_dx.data.prepare import prepare_split, scale_boxes
-from imgae_dx.data.split import SPLITS
 from imgae_dx.io import write_csv
 
 
@@ -15,7 +14,7 @@ def prepare(params: Params) -> dict[str, int]:
     """Decode + resize every split into ``data/prepared/<split>.npy``; test boxes rescaled."""
     size = params.data.image_size
     counts = {}
-    for name in SPLITS:
+    for name in paths.SPLITS:
         manifest = pd.read_csv(paths.manifest(name))
         sizes = prepare_split(
             manifest, paths.RAW, paths.prepared(name), image_size=size, desc=f"prepare {name}"

@@ -14,9 +14,10 @@ from imgae_dx.io import write_csv, write_json
 def split(params: Params) -> dict[str, Any]:
     """``split``: manifests, test boxes, a summary and a figure of sample images."""
     source = params.data.source
-    sel = splitlib.select(paths.RAW, params.data, params.seed)
-    boxes = splitlib.load_metadata(paths.RAW)[3]
-    boxes = boxes[boxes["image"].isin(set(sel.test["image"]))].sort_values(["image", "finding"])
+    meta = splitlib.load_metadata(paths.RAW)
+    sel = splitlib.select(meta, params.data, params.seed)
+    boxes = meta.boxes[meta.boxes["image"].isin(set(sel.test["image"]))]
+    boxes = boxes.sort_values(["image", "finding"])
     for name, df in sel.as_dict().items():
         write_csv(paths.manifest(name), df)
     write_csv(paths.SPLIT_BOXES, boxes.reset_index(drop=True))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from imgae_dx.report.cells import fmt
 from imgae_dx.report.names import RESAMPLING
 from imgae_dx.report.results import Analysis
+from imgae_dx.report.serialize import ci_key
 
 
 def noisy_labels(an: Analysis) -> str:
@@ -120,7 +121,7 @@ def validation_threshold(an: Analysis) -> str:
 def intervals_and_multiplicity(an: Analysis) -> str:
     rp = an.params
     return (
-        f"**Intervals and multiplicity.** {rp.ci_key.upper()} intervals are percentile intervals "
+        f"**Intervals and multiplicity.** {ci_key(rp).upper()} intervals are percentile intervals "
         f"of a stratified bootstrap (B = {rp.bootstrap}; {RESAMPLING[an.unit]}). Holm's "
         "correction covers the architecture comparisons only; the subgroup "
         "intervals are unadjusted and exploratory, and strata with fewer than "

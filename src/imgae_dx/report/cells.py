@@ -53,15 +53,3 @@ def count_table(obj: Any, title: str) -> str:
         rows = [[k] + [fmt(v.get(c)) for c in cols] for k, v in obj.items()]
         return table([title] + [str(c) for c in cols], rows)
     return table([title, "images"], [[k, fmt(v)] for k, v in obj.items()])
-
-
-def flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested mappings as ``(dotted.key, value)`` pairs (an empty mapping is a value)."""
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out += flatten(v, key + ".")
-        else:
-            out.append((key, v))
-    return out

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from imgae_dx.config import Params
+from imgae_dx.config import Params, dotted_items
 from imgae_dx.report.caveats import caveats
 from imgae_dx.report.cells import (
     DASH,
     count_table,
-    flatten,
     fmt,
     fmt_p,
     interval,
@@ -23,6 +22,7 @@ from imgae_dx.report.cells import (
 )
 from imgae_dx.report.names import BASELINE_NAMES, DELONG_VARIANCE, RESAMPLING
 from imgae_dx.report.results import Analysis, FindingHits, OperatingPoint, Rates
+from imgae_dx.report.serialize import ci_key
 
 Blocks = list[str]
 
@@ -103,7 +103,8 @@ def _parameters(params: Params) -> Blocks:
     shown["arch"] = {a: arch[a] for a in models if a in arch}
     shown["models"] = models
     rows = [
-        [f"`{k}`", f"`{json.dumps(v, sort_keys=True, default=str)}`"] for k, v in flatten(shown)
+        [f"`{k}`", f"`{json.dumps(v, sort_keys=True, default=str)}`"]
+        for k, v in dotted_items(shown)
     ]
     return ["\n### Parameters\n", table(["parameter", "value"], rows)]
 
@@ -118,7 +119,7 @@ def setup(an: Analysis, params: Params, samples_figure: str | None) -> Blocks:
 
 # ---- 2. detection --------------------------------------------------------------------------------
 def _detection_table(an: Analysis) -> str:
-    rp, ck = an.params, an.params.ci_key.upper()
+    rp, ck = an.params, ci_key(an.params).upper()
     rows = [
         [f"**{a}**", with_ci(m.auroc, m.auroc_ci), with_ci(m.auprc, m.auprc_ci), fmt(m.f1_max)]
         + [fmt(m.sens_at_spec), fmt(m.spec_at_sens), f"{m.n_normal} / {m.n_abnormal}"]
@@ -137,7 +138,7 @@ def _detection_table(an: Analysis) -> str:
 
 
 def detection(an: Analysis) -> Blocks:
-    ck = an.params.ci_key.upper()
+    ck = ci_key(an.params).upper()
     delong = "; ".join(
         f"{a} {interval(m.auroc_ci_delong)}" for a, m in an.models.items() if m.auroc_ci_delong
     )
@@ -195,7 +196,7 @@ def operating_point(an: Analysis) -> Blocks:
 # ---- 4. subgroups --------------------------------------------------------------------------------
 def _strata_table(an: Analysis, kind: str, label: str) -> str:
     """One row per stratum of ``kind`` (a field of Strata), one AUROC column per model."""
-    ck = an.params.ci_key.upper()
+    ck = ci_key(an.params).upper()
     by_model = {a: getattr(m.strata, kind) for a, m in an.models.items()}
     keys = list(dict.fromkeys(k for strata in by_model.values() for k in strata))
     if not keys:
@@ -238,7 +239,7 @@ def comparisons(an: Analysis) -> Blocks:
         + [fmt_p(c.p_delong), fmt_p(c.p_holm)]
         for c in an.comparisons
     ]
-    ck = an.params.ci_key.upper()
+    ck = ci_key(an.params).upper()
     header = ["comparison", "ΔAUROC", f"{ck} paired bootstrap", f"{ck} DeLong", "z"]
     return [
         head,

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-VIEW_ORDER = ("PA", "AP")
-SEX_ORDER = ("M", "F")
-NO_FINDING = "No Finding"
+from imgae_dx.data.nih import NO_FINDING, SEXES, VIEWS
+
+VIEW_ORDER, SEX_ORDER = VIEWS, SEXES  # the order strata are listed in
 
 #: The trivial baselines in report order, with their display names. Their direction is fixed
 #: before any label is seen (higher intensity or std = abnormal, AP = abnormal), never fitted.

@@ -31,6 +31,21 @@ from imgae_dx.report.results import (
 )
 
 
+def ci_key(rp: ReportParams) -> str:
+    """``ci95`` at the default level: the suffix of every interval key (``auroc_ci95``)."""
+    return f"ci{round(rp.ci * 100):d}"
+
+
+def sens_key(rp: ReportParams) -> str:
+    """``sens_at_95spec``: sensitivity at the target specificity."""
+    return f"sens_at_{round(rp.target_specificity * 100):d}spec"
+
+
+def spec_key(rp: ReportParams) -> str:
+    """``spec_at_95sens``: specificity at the target sensitivity."""
+    return f"spec_at_{round(rp.target_sensitivity * 100):d}sens"
+
+
 def _round(f: float, ndigits: int) -> float | None:
     return float(f"{f:.{ndigits}g}") if np.isfinite(f) else None
 
@@ -120,7 +135,7 @@ def _localization(loc: Localization) -> dict:
 
 
 def _model(m: ModelResult, rp: ReportParams) -> dict:
-    ck = rp.ci_key
+    ck = ci_key(rp)
     return {
         "auroc": m.auroc,
         f"auroc_{ck}": _ci(m.auroc_ci),
@@ -128,8 +143,8 @@ def _model(m: ModelResult, rp: ReportParams) -> dict:
         "auprc": m.auprc,
         f"auprc_{ck}": _ci(m.auprc_ci),
         "f1_max": m.f1_max,
-        rp.sens_key: m.sens_at_spec,
-        rp.spec_key: m.spec_at_sens,
+        sens_key(rp): m.sens_at_spec,
+        spec_key(rp): m.spec_at_sens,
         "n_normal": m.n_normal,
         "n_abnormal": m.n_abnormal,
         "threshold": _threshold(m.threshold),
@@ -195,7 +210,7 @@ def _training_run(r: TrainingResult) -> dict:
 
 def to_metrics(an: Analysis) -> dict:
     """The metrics.json dict of an analysis (JSON types only, numbers as :func:`clean_json`)."""
-    rp, ck = an.params, an.params.ci_key
+    rp, ck = an.params, ci_key(an.params)
     out = {
         "data": _data(an.data),
         "models": {a: _model(m, rp) for a, m in an.models.items()},

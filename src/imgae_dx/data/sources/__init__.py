@@ -11,11 +11,20 @@ Each entry point takes the raw directory to fill and its validated ``data.<sourc
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from imgae_dx.config import DataParams
+
+#: The module of each ``data.source`` value; each is imported only when chosen (the synthetic
+#: default needs neither ``requests`` nor ``kagglesdk``).
+_MODULES = {
+    "synthetic": "imgae_dx.data.sources.synthetic",
+    "kaggle": "imgae_dx.data.sources.kaggle",
+    "local": "imgae_dx.data.sources.local",
+}
 
 
 def fetch(
@@ -28,17 +37,14 @@ def fetch(
     """Fill ``raw_dir`` from ``data.source`` with its block ``data.<source>``; returns a summary.
 
     ``select(metadata_dir)`` returns the image names the split needs; sources that transfer
-    data use it to fetch nothing more. Each source is imported only when chosen: the synthetic
-    default needs neither ``requests`` nor ``kagglesdk``.
+    data use it to fetch nothing more.
     """
+    if data.source not in _MODULES:
+        raise ValueError(
+            f"data.source: unknown source {data.source!r} (valid: {', '.join(_MODULES)})"
+        )
+    module = importlib.import_module(_MODULES[data.source])
+    block = getattr(data, data.source)
     if data.source == "synthetic":
-        from imgae_dx.data.sources import synthetic
-
-        return synthetic.generate(raw_dir, data.synthetic)
-    if data.source == "kaggle":
-        from imgae_dx.data.sources import kaggle
-
-        return kaggle.fetch(raw_dir, data.kaggle, select=select, cache_dir=cache_dir)
-    from imgae_dx.data.sources import local
-
-    return local.fetch(raw_dir, data.local, select=select, cache_dir=cache_dir)
+        return module.generate(raw_dir, block)
+    return module.fetch(raw_dir, block, select=select, cache_dir=cache_dir)

@@ -450,6 +450,20 @@ def render(
     fl = Frame(lo, *frame, ss=1)
     u, v = fl.grid()
 
+    T, H, F, air = _thorax(geo, an, acq, u, v)
+    ctx = Ctx(fl, geo, u, v, F, air, H, rng, acq["supine"])
+    boxes = render_lesions(ctx, spec["lesions"])
+    k = size / lo
+    boxes = [(lab, (x * k, y * k, w * k, h * k)) for lab, (x, y, w, h) in boxes]
+
+    smooth = T * acq["tissue"] - AIR * (air[-1] + air[1]) + ctx.dA
+    _soft_tissue(smooth, geo, an, fl, u, v)
+    A = _attenuation(smooth, ctx, geo, an, acq, fr, T, size, rng)
+    return _display(A, acq, size, rng), boxes
+
+
+def _thorax(geo: Geo, an: dict, acq: dict, u, v) -> tuple:
+    """Body thickness T, heart profile H, and per lung its field F and air column (low res)."""
     T = body_thickness(geo, acq, u, v)
     # Below the diaphragm the abdomen is a little thicker than the chest.
     T += 0.06 * np.clip((v - geo.dome_v[1]) / 0.15, 0.0, 1.0) * (T > 0.3)
@@ -466,26 +480,31 @@ def render(
     for side in (-1, 1):
         F[side] = lung_f(geo, side, u, v)
         air[side] = np.sqrt(np.clip(F[side] * 10.0, 0.0, 1.0)) * common * geo.air[side]
+    return T, H, F, air
 
-    ctx = Ctx(fl, geo, u, v, F, air, H, rng, acq["supine"])
-    boxes = render_lesions(ctx, spec["lesions"])
-    k = size / lo
-    boxes = [(lab, (x * k, y * k, w * k, h * k)) for lab, (x, y, w, h) in boxes]
 
-    smooth = T * acq["tissue"] - AIR * (air[-1] + air[1]) + ctx.dA
+def _soft_tissue(smooth: np.ndarray, geo: Geo, an: dict, fl: Frame, u, v) -> None:
+    """Add the hilar vessels and, where the anatomy has them, the breast shadows (in place)."""
     for side in (-1, 1):  # hilar vessels
         smooth += 0.08 * np.exp(-((u - side * 0.15) ** 2 + (v - geo.hilum_v) ** 2) / 0.004)
-    if an["breast"] > 0:
-        b = an["breast"]
-        for side in (-1, 1):
-            x0 = 0.5 * geo.W[side]
-            cu, cv = side * (x0 + 0.1), diaphragm(geo, side, x0) - 0.08
-            win = fl.window(cu, cv, 0.4 * b + 0.06)
-            uu, vv = fl.grid(win)
-            r2 = ((uu - cu) / (0.33 * b + 0.06)) ** 2 + ((vv - cv) / (0.22 * b + 0.05)) ** 2
-            smooth[win[0] : win[1], win[2] : win[3]] += (
-                0.13 * b * np.clip(1.0 - r2, 0.0, 1.0) ** 0.35
-            )
+    if an["breast"] <= 0:
+        return
+    b = an["breast"]
+    for side in (-1, 1):
+        x0 = 0.5 * geo.W[side]
+        cu, cv = side * (x0 + 0.1), diaphragm(geo, side, x0) - 0.08
+        win = fl.window(cu, cv, 0.4 * b + 0.06)
+        uu, vv = fl.grid(win)
+        r2 = ((uu - cu) / (0.33 * b + 0.06)) ** 2 + ((vv - cv) / (0.22 * b + 0.05)) ** 2
+        smooth[win[0] : win[1], win[2] : win[3]] += 0.13 * b * np.clip(1.0 - r2, 0.0, 1.0) ** 0.35
+
+
+def _attenuation(
+    smooth: np.ndarray, ctx: Ctx, geo: Geo, an: dict, acq: dict, fr: Frame, T, size: int, rng
+) -> np.ndarray:
+    """The full-resolution attenuation: the smooth field plus vessels, bones, air spaces and
+    devices, drawn as line structures."""
+    v, F, H = ctx.v, ctx.F, ctx.H
     lungs = np.clip((F[-1] + 0.004) * 60.0, 0, 1) + np.clip((F[1] + 0.004) * 60.0, 0, 1)
     vmult = lungs * (1.0 - 0.6 * H)
     if ctx.vgate is not None:
@@ -514,13 +533,15 @@ def render(
         dev = Layer(fr)
         _devices(geo, dev, rng)
         A += 0.55 * dev.array()
+    return A
 
-    # Display: window, gamma, detector blur, noise, collimation, burnt-in markers.
+
+def _display(A: np.ndarray, acq: dict, size: int, rng) -> np.ndarray:
+    """Attenuation to an 8-bit film: window, gamma, detector blur, noise, collimation, markers."""
     y = np.clip((A - acq["a0"]) / (acq["a1"] - acq["a0"]), 0.0, 1.0) ** acq["gamma"] + acq["shift"]
     y = gaussian_filter(y, acq["blur"] * size / 256.0, truncate=2.5)
     y += rng.standard_normal(y.shape, dtype=np.float32) * (acq["noise"] * np.sqrt(0.3 + y))
     if acq["collimate"]:
         _collimate(y, rng)
     _markers(y, acq, rng)
-    img = np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return img, boxes
+    return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -171,85 +171,107 @@ def plan_dataset(
     findings (sorted labels), anatomy (dict), lesions (list of dicts), seed (list of ints)``.
     The arguments' ranges are those of :class:`imgae_dx.config.SyntheticParams`.
     """
-
     rng = np.random.default_rng([seed, 1])
     # Patient IDs spread over the real range so images fall in all twelve Kaggle shards.
     pids = np.sort(rng.choice(np.arange(1, nih.N_PATIENTS + 1), size=n_patients, replace=False))
     n_test = max(1, int(round(test_fraction * n_patients))) if n_patients > 1 else 0
     is_test = np.zeros(n_patients, dtype=bool)
     is_test[rng.choice(n_patients, size=n_test, replace=False)] = True
-    # Test patients: more follow-ups and more findings than train patients (as in NIH).
+    n_fu = _followup_counts(rng, pids, is_test, followups)
+    p_test, p_train = _prevalences(n_fu, is_test, prevalence)
+    specs: list[dict] = []
+    for i, pid in enumerate(pids):
+        p = p_test if is_test[i] else p_train
+        specs += _patient_specs(int(pid), int(n_fu[i]), bool(is_test[i]), p, seed, difficulty)
+    return specs
+
+
+def _followup_counts(
+    rng: np.random.Generator, pids: np.ndarray, is_test: np.ndarray, followups: float
+) -> np.ndarray:
+    """Images per patient: test patients have more follow-ups than train patients (as in NIH)."""
+    n = len(pids)
     n_fu = np.where(
-        is_test,
-        _n_followups(rng, n_patients, followups * 1.15),
-        _n_followups(rng, n_patients, followups * 0.96),
+        is_test, _n_followups(rng, n, followups * 1.15), _n_followups(rng, n, followups * 0.96)
     )
     # 00030805_000.png is the last NIH image: nothing may sort after it (no shard holds it).
     n_fu[pids == nih.N_PATIENTS] = 1
+    return n_fu
+
+
+def _prevalences(n_fu: np.ndarray, is_test: np.ndarray, prevalence: float) -> tuple[float, float]:
+    """(test, train) per-patient abnormality rates giving ``prevalence`` over all images, with
+    more findings among test patients (as in NIH)."""
     n_img_test = float(n_fu[is_test].sum())
     n_img_train = float(n_fu[~is_test].sum())
     p_test = min(0.85, prevalence + 0.14)
     p_train = (prevalence * (n_img_test + n_img_train) - p_test * n_img_test) / max(n_img_train, 1)
-    p_train = float(np.clip(p_train, 0.02, 0.95))
+    return p_test, float(np.clip(p_train, 0.02, 0.95))
 
-    specs: list[dict] = []
-    for i, pid in enumerate(pids):
-        prng = np.random.default_rng([seed, 2, int(pid)])
-        sex = "M" if prng.random() < 0.565 else "F"
-        age0 = int(np.clip(round(prng.normal(47.0, 16.5)), 1, 94))
-        if prng.random() < 0.04:
-            age0 = int(prng.integers(1, 16))
-        years_per_fu = prng.uniform(0.0, 0.6)
-        anatomy = sample_anatomy(prng, sex, age0)
-        # Sickness multiplier: heterogeneous patients; also drives AP (portable) imaging.
-        sick = float(prng.gamma(2.5, 1.0 / 2.5))
-        pi = float(np.clip((p_test if is_test[i] else p_train) * sick, 0.02, 0.96))
-        ap_base = float(
-            np.clip(
-                0.33 + 0.14 * (sick - 1.0) + (0.1 if is_test[i] else 0.0) + prng.normal(0, 0.12),
-                0.02,
-                0.92,
-            )
+
+def _patient_specs(
+    pid: int, n_fu: int, test: bool, p_abnormal: float, seed: int, difficulty: float
+) -> list[dict]:
+    """The image specs of one patient: who they are, then each follow-up's state and view."""
+    prng = np.random.default_rng([seed, 2, pid])
+    sex = "M" if prng.random() < 0.565 else "F"
+    age0 = int(np.clip(round(prng.normal(47.0, 16.5)), 1, 94))
+    if prng.random() < 0.04:
+        age0 = int(prng.integers(1, 16))
+    years_per_fu = prng.uniform(0.0, 0.6)
+    anatomy = sample_anatomy(prng, sex, age0)
+    # Sickness multiplier: heterogeneous patients; also drives AP (portable) imaging.
+    sick = float(prng.gamma(2.5, 1.0 / 2.5))
+    pi = float(np.clip(p_abnormal * sick, 0.02, 0.96))
+    ap_base = float(
+        np.clip(
+            0.33 + 0.14 * (sick - 1.0) + (0.1 if test else 0.0) + prng.normal(0, 0.12), 0.02, 0.92
         )
-        orig = ORIGINAL_SIZES[int(prng.integers(len(ORIGINAL_SIZES)))]
-        abnormal = prng.random() < pi
-        lesions: list[dict] = []
-        for fu in range(int(n_fu[i])):
-            if fu > 0:
-                stay = STATE_RHO + (1 - STATE_RHO) * (pi if abnormal else 1 - pi)
-                abnormal = abnormal if prng.random() < stay else not abnormal
-            if abnormal:
-                kept = []
-                for les in lesions:
-                    if prng.random() < KEEP[les["label"]]:
-                        les = dict(les)
-                        les["g"] = float(np.clip(les["g"] * np.exp(prng.normal(0, 0.12)), 0.6, 1.5))
-                        kept.append(les)
-                if not kept or prng.random() < 0.15:
-                    kept += _episode(prng, difficulty, {les["label"] for les in kept})
-                lesions = kept
-            labels = sorted({les["label"] for les in lesions}) if abnormal else []
-            p_ap = ap_base + (0.03 if abnormal else 0.0)
-            view = "AP" if prng.random() < p_ap else "PA"
-            specs.append(
-                {
-                    "name": nih.image_name(int(pid), fu),
-                    "patient_id": int(pid),
-                    "follow_up": fu,
-                    "age": int(min(age0 + int(fu * years_per_fu), 95)),
-                    "sex": sex,
-                    "view": view,
-                    "width": orig[0],
-                    "height": orig[1],
-                    "spacing": orig[2],
-                    "test": bool(is_test[i]),
-                    "findings": labels,
-                    "anatomy": anatomy,
-                    "lesions": [dict(les) for les in lesions] if abnormal else [],
-                    "seed": [int(seed), 7, int(pid), fu],
-                }
-            )
+    )
+    orig = ORIGINAL_SIZES[int(prng.integers(len(ORIGINAL_SIZES)))]
+    abnormal = prng.random() < pi
+    lesions: list[dict] = []
+    specs = []
+    for fu in range(n_fu):
+        if fu > 0:
+            stay = STATE_RHO + (1 - STATE_RHO) * (pi if abnormal else 1 - pi)
+            abnormal = abnormal if prng.random() < stay else not abnormal
+        if abnormal:
+            lesions = _evolve(prng, lesions, difficulty)
+        p_ap = ap_base + (0.03 if abnormal else 0.0)
+        specs.append(
+            {
+                "name": nih.image_name(pid, fu),
+                "patient_id": pid,
+                "follow_up": fu,
+                "age": int(min(age0 + int(fu * years_per_fu), 95)),
+                "sex": sex,
+                "view": "AP" if prng.random() < p_ap else "PA",
+                "width": orig[0],
+                "height": orig[1],
+                "spacing": orig[2],
+                "test": test,
+                "findings": sorted({les["label"] for les in lesions}) if abnormal else [],
+                "anatomy": anatomy,
+                "lesions": [dict(les) for les in lesions] if abnormal else [],
+                "seed": [int(seed), 7, pid, fu],
+            }
+        )
     return specs
+
+
+def _evolve(prng: np.random.Generator, lesions: list[dict], difficulty: float) -> list[dict]:
+    """An abnormal follow-up's lesions: each earlier one kept with its label's probability (its
+    size drifting), and a new episode when none is left or at random."""
+    kept = []
+    for les in lesions:
+        if prng.random() < KEEP[les["label"]]:
+            les = dict(les)
+            les["g"] = float(np.clip(les["g"] * np.exp(prng.normal(0, 0.12)), 0.6, 1.5))
+            kept.append(les)
+    if not kept or prng.random() < 0.15:
+        kept += _episode(prng, difficulty, {les["label"] for les in kept})
+    return kept
 
 
 def _episode(rng: np.random.Generator, difficulty: float, present: set[str]) -> list[dict]:

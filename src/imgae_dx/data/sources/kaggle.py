@@ -311,7 +311,7 @@ class _Fetcher:
                 }
             )
 
-    def _record_cached(self, rel: str, entry: ZipEntry | None = None) -> None:
+    def record_cached(self, rel: str, entry: ZipEntry | None = None) -> None:
         if entry is not None and self.zip is not None:
             self._record(
                 rel,
@@ -367,7 +367,7 @@ class _Fetcher:
                 absent.append(rel)
                 continue
             if z.verify(self.cache_path(rel), e):
-                self._record_cached(rel, e)
+                self.record_cached(rel, e)
                 if bar is not None:
                     bar.update(1)
             else:
@@ -547,7 +547,7 @@ def _fetch_metadata(f: _Fetcher, method: str, raw_dir: Path, linker: Linker) -> 
     else:
         cached = [r for r in meta if f.cache_path(r).is_file()]
         for r in cached:
-            f._record_cached(r)
+            f.record_cached(r)
         f.files_with_fallback([r for r in meta if r not in cached], optional=optional)
     for r in meta:
         if r in f.rows:  # an optional file the dataset lacks has no row
@@ -583,7 +583,7 @@ def _fetch_images(f: _Fetcher, rels: list[str], missing: list[str], per_file: bo
         else:
             for r in rels:
                 if r not in missing:
-                    f._record_cached(r)
+                    f.record_cached(r)
                     bar.update(1)
         f.files_with_fallback(missing, bar=bar)
 
