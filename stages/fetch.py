@@ -1,9 +1,9 @@
 """DVC stage `fetch`: see imgae_dx.pipeline.fetch."""
 
-import json
+import sys
 
-from imgae_dx.config import load_params
+from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.fetch import fetch
 
 if __name__ == "__main__":
-    print(json.dumps(fetch(load_params()), indent=1))
+    sys.exit(stage_main(fetch, doc=__doc__))

@@ -1,9 +1,9 @@
 """DVC stage `prepare`: see imgae_dx.pipeline.prepare."""
 
-import json
+import sys
 
-from imgae_dx.config import load_params
+from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.prepare import prepare
 
 if __name__ == "__main__":
-    print(json.dumps(prepare(load_params()), indent=1))
+    sys.exit(stage_main(prepare, doc=__doc__))

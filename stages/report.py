@@ -1,9 +1,9 @@
 """DVC stage `report`: see imgae_dx.pipeline.report."""
 
-import json
+import sys
 
-from imgae_dx.config import load_params
+from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.report import report
 
 if __name__ == "__main__":
-    print(json.dumps(report(load_params()), indent=1))
+    sys.exit(stage_main(report, doc=__doc__))

@@ -1,11 +1,9 @@
 """DVC stage `score@<arch>`: see imgae_dx.pipeline.score."""
 
-import json
+import sys
 
-from imgae_dx.config import load_params
-from imgae_dx.pipeline import arch_argument
+from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.score import score
 
 if __name__ == "__main__":
-    params = load_params()
-    print(json.dumps(score(params, arch_argument(params, __doc__)), indent=1))
+    sys.exit(stage_main(score, per_arch=True, doc=__doc__))

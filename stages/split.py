@@ -1,9 +1,9 @@
 """DVC stage `split`: see imgae_dx.pipeline.split."""
 
-import json
+import sys
 
-from imgae_dx.config import load_params
+from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.split import split
 
 if __name__ == "__main__":
-    print(json.dumps(split(load_params()), indent=1))
+    sys.exit(stage_main(split, doc=__doc__))

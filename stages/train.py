@@ -1,11 +1,9 @@
 """DVC stage `train@<arch>`: see imgae_dx.pipeline.train."""
 
-import json
+import sys
 
-from imgae_dx.config import load_params
-from imgae_dx.pipeline import arch_argument
+from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.train import train
 
 if __name__ == "__main__":
-    params = load_params()
-    print(json.dumps(train(params, arch_argument(params, __doc__)), indent=1))
+    sys.exit(stage_main(train, per_arch=True, doc=__doc__))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from imgae_dx.config import TrainParams
+from imgae_dx.errors import UserError
 from imgae_dx.io import save_torch
 
 __all__ = [
@@ -52,7 +53,7 @@ RESUME_FORMAT = "imgae_dx.train/3"
 MODEL_KEYS = ("arch", "model_args", "state_dict")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file is missing, unreadable or not an ImgAE-Dx checkpoint."""
 
 

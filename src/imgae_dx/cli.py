@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from imgae_dx import paths
-from imgae_dx.config import Params, dotted_items, load_params
+from imgae_dx.config import Params, dotted_items, load_params, read_yaml
+from imgae_dx.errors import UserError, run
 
 
 def overlay_args(overlay: Mapping[str, Any]) -> list[str]:
@@ -103,8 +102,19 @@ def check_training(
     return problems
 
 
+def _read_json(path: str) -> Any:
+    """A metrics file's content; a missing or malformed file is a one-line :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file (run `dvc repro report`, or check the path)")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not valid JSON ({e}); regenerate it with `dvc repro report`") from e
+
+
 def _check_training(args: argparse.Namespace) -> int:
-    result = json.loads(Path(args.metrics).read_text())
+    result = _read_json(args.metrics)
     problems = check_training(result, args.max_over_initial, args.max_over_reference)
     for p in problems:
         print(f"UNDERTRAINED {p}")
@@ -118,8 +128,8 @@ def _check_training(args: argparse.Namespace) -> int:
 
 
 def _check_metrics(args: argparse.Namespace) -> int:
-    committed = json.loads(Path(args.committed).read_text())
-    current = json.loads(Path(args.current).read_text())
+    committed = _read_json(args.committed)
+    current = _read_json(args.current)
     problems = compare_metrics(committed, current, args.tolerance)
     for p in problems:
         print(f"MISMATCH {p}")
@@ -132,7 +142,9 @@ def _check_metrics(args: argparse.Namespace) -> int:
 
 
 def _preset_args(args: argparse.Namespace) -> int:
-    overlay = yaml.safe_load(Path(args.overlay).read_text()) or {}
+    overlay = read_yaml(args.overlay)
+    if not isinstance(overlay, Mapping):
+        raise UserError(f"{args.overlay}: expected a mapping of params keys, like params.yaml")
     print(" ".join(shlex.quote(a) for a in overlay_args(overlay)))
     return 0
 
@@ -187,8 +199,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    return args.run(args)
+    """``imgae-dx <command>``; a user error is one line (``--debug``: with its traceback)."""
+
+    def command(args: list[str]) -> int:
+        ns = _parser().parse_args(args)
+        return ns.run(ns)
+
+    return run(command, argv)
 
 
 if __name__ == "__main__":

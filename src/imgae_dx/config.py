@@ -45,6 +45,7 @@ from pydantic_core import PydanticCustomError
 
 from imgae_dx import scoring
 from imgae_dx.data import nih
+from imgae_dx.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
@@ -56,7 +57,7 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 OpenUnit = Annotated[float, Field(gt=0, lt=1)]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A parameter is missing, unknown or invalid; the message names the key and the fix."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from imgae_dx.errors import UserError
 from imgae_dx.io import atomic_path
 
 NO_FINDING = "No Finding"
@@ -84,7 +85,7 @@ N_PATIENTS = 30805
 IMAGE_RE = re.compile(r"^(\d{8})_(\d{3})\.png$")
 
 
-class MetadataError(ValueError):
+class MetadataError(UserError, ValueError):
     """A metadata file does not have the expected format; the message names file, row and field."""
 
 

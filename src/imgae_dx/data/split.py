@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from imgae_dx.data import nih
+from imgae_dx.errors import UserError
 from imgae_dx.paths import SPLITS
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ MANIFEST_COLUMNS = [
 ]
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The split would break the protocol (a patient in two splits, an abnormal image in train...)."""
 
 

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgae_dx.data.sources.http import register_secret
+from imgae_dx.errors import UserError, register_secret
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ Put Kaggle credentials in one of these places (never in params.yaml):
 Create one at https://www.kaggle.com/settings (API -> Create New Token)."""
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(UserError, RuntimeError):
     """Credentials are missing, malformed or were rejected; the message says where to put them."""
 
 
@@ -88,7 +88,7 @@ def find() -> KaggleCredentials:
 
     user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
     if user and key:
-        register_secret(key.strip())
+        register_secret(key.strip(), user=user.strip())
         return KaggleCredentials(
             source="KAGGLE_USERNAME/KAGGLE_KEY", username=user.strip(), key=key.strip()
         )
@@ -110,7 +110,7 @@ def find() -> KaggleCredentials:
             ) from None
         if not user or not key:
             raise CredentialsError(f"{path} has an empty 'username' or 'key'.\n{WHERE}")
-        register_secret(key)
+        register_secret(key, user=user)
         if os.name == "posix" and path.stat().st_mode & 0o077:
             log.warning("%s is readable by other users; chmod 600 it", path)
         return KaggleCredentials(source=str(path), username=user, key=key)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imgae_dx.data import nih
+from imgae_dx.errors import UserError
 from imgae_dx.io import write_text
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ _FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 _PART_RE = re.compile(r"^\..+\.\d+\.\d+\.part$")
 
 
-class LinkError(RuntimeError):
+class LinkError(UserError, RuntimeError):
     """A file cannot be placed at its destination (the message names both paths and why)."""
 
 

@@ -14,7 +14,6 @@ import email.utils
 import http.client
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,36 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 
+from imgae_dx.errors import UserError, redact, register_secret  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Statuses worth another try: timeouts, rate limits and server-side failures.
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-
-
-def register_secret(value: str | None) -> None:
-    """Mask ``value`` in every message :func:`redact` produces from now on."""
-    if value and len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
-
-
-_QUERY_RE = re.compile(r"\?[^\s'\"<>)\]]*")
-_USERINFO_RE = re.compile(r"(?<=://)[^/\s@]+@")
-
-
-def redact(text: object) -> str:
-    """``text`` with registered secrets masked, URL query strings and user-info removed."""
-    s = str(text)
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        s = s.replace(secret, "***")
-    s = _USERINFO_RE.sub("", s)
-    return _QUERY_RE.sub("?…", s)
 
 
 def public_url(url: str) -> str:
@@ -86,7 +62,7 @@ class TransferError(Exception):
     """The bytes that arrived are wrong (truncated, bad size or checksum): worth another try."""
 
 
-class RetriesExhausted(RuntimeError):
+class RetriesExhausted(UserError, RuntimeError):
     """Every attempt failed; the message says what, how often and the last error."""
 
 

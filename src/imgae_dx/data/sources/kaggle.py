@@ -60,6 +60,7 @@ from imgae_dx.data.sources.files import (
     write_manifest,
 )
 from imgae_dx.data.sources.zipremote import LOCAL_SIG, RemoteZip, ZipEntry
+from imgae_dx.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ SERVICE = "datasets.DatasetApiService"
 USER_AGENT = "imgae-dx (kagglesdk)"
 
 
-class KaggleFetchError(RuntimeError):
+class KaggleFetchError(UserError, RuntimeError):
     """The dataset cannot be fetched as asked; the message says why and what to change."""
 
 

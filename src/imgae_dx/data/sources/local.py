@@ -40,6 +40,7 @@ from imgae_dx.data.sources.files import (
     temp_name,
     write_manifest,
 )
+from imgae_dx.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ ARCHIVE_RE = re.compile(r"^images_(\d{2,3})\.(tar\.gz|tgz|tar)$")
 DATA_ENTRY_ALIASES = ("Data_Entry_2017_v2020.csv",)
 
 
-class LocalSourceError(RuntimeError):
+class LocalSourceError(UserError, RuntimeError):
     """The local copy is missing something the selection needs, or is laid out unexpectedly."""
 
 

@@ -35,6 +35,7 @@ import requests
 
 from imgae_dx.data.sources import http
 from imgae_dx.data.sources.files import file_crc32, temp_name
+from imgae_dx.errors import UserError
 from imgae_dx.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -62,19 +63,19 @@ MAX_RUN_MEMBERS = 1024
 STORED, DEFLATED = 0, 8
 
 
-class ZipFormatError(ValueError):
+class ZipFormatError(UserError, ValueError):
     """The bytes are not a zip we can read (bad signature, encryption, unknown method...)."""
 
 
-class RangeNotSupported(RuntimeError):
+class RangeNotSupported(UserError, RuntimeError):
     """The server ignored a Range request (it would have sent the whole archive)."""
 
 
-class FetchAborted(RuntimeError):
+class FetchAborted(UserError, RuntimeError):
     """Stopped because another worker failed (its error is the one raised)."""
 
 
-class ArchiveChanged(RuntimeError):
+class ArchiveChanged(UserError, RuntimeError):
     """The remote archive's size changed while we were reading it."""
 
 
