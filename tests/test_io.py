@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
 from imgae_dx.io import atomic_dir, atomic_path, write_json, write_text
@@ -47,3 +50,47 @@ def test_save_torch_same_object_same_bytes(tmp_path):
     assert torch.equal(
         torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]["w"], obj["state_dict"]["w"]
     )
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid  # exited and reaped: no process has this id now (barring reuse)
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
+    dead = _dead_pid()
+    stale_file = tmp_path / f".ae.pt.{dead}.k2j3.pt.tmp"
+    stale_file.write_bytes(b"")  # what a SIGKILL between mkstemp and rename leaves
+    old_style = tmp_path / ".ae.pt.x8y9.pt.tmp"  # no pid: written by an older version
+    old_style.write_bytes(b"")
+    mine = tmp_path / f".ae.pt.{os.getpid()}.live.pt.tmp"  # a write in progress: kept
+    mine.write_bytes(b"")
+    other = tmp_path / f".other.pt.{dead}.a.pt.tmp"  # another target's: not ours to touch
+    other.write_bytes(b"")
+    write_text(tmp_path / "ae.pt", "x")
+    assert not stale_file.exists() and not old_style.exists()
+    assert mine.exists() and other.exists()
+
+    stale_dir = tmp_path / f".raw.{dead}.abc.tmp"
+    (stale_dir / "images_001").mkdir(parents=True)
+    with atomic_dir(tmp_path / "raw") as tmp:
+        (tmp / "a").write_text("a")
+    assert not stale_dir.exists() and (tmp_path / "raw" / "a").is_file()
+
+
+def test_outputs_get_the_umask_modes(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "m.json", "{}")
+        with atomic_dir(tmp_path / "raw") as tmp:
+            (tmp / "f").write_text("x")
+        assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+        assert stat.S_IMODE((tmp_path / "raw").stat().st_mode) == 0o755
+        os.umask(0o077)
+        write_text(tmp_path / "private.json", "{}")
+        assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

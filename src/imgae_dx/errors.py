@@ -37,7 +37,7 @@ class UserError(Exception):
 # ---- secrets -------------------------------------------------------------------------------------
 _secrets: set[str] = set()
 _lock = threading.Lock()
-_QUERY_RE = re.compile(r"\?[^\s'\"<>)\]]*")
+_URL_QUERY_RE = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s?#'\"<>]*)\?[^\s'\"<>)\]]*")
 _USERINFO_RE = re.compile(r"(?<=://)[^/\s@]+@")
 
 
@@ -62,7 +62,7 @@ def redact(text: object) -> str:
     for secret in secrets:
         s = s.replace(secret, "***")
     s = _USERINFO_RE.sub("", s)
-    return _QUERY_RE.sub("?…", s)
+    return _URL_QUERY_RE.sub(r"\1?…", s)
 
 
 def _redacting_record_factory(factory: Callable[..., logging.LogRecord]):

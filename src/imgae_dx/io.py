@@ -1,7 +1,11 @@
 """Atomic file writes: an interrupted stage never leaves a half-written output that looks complete.
 
 Every writer goes to a temporary sibling (same directory, so ``os.replace`` is an atomic rename
-on POSIX) and renames it over the target only once the content is complete and flushed.
+on POSIX) and renames it over the target only once the content is complete and flushed. The
+temporary name carries the writer's process id (``.<name>.<pid>.<random>.tmp``): the next write
+of the same target removes the ones whose process is gone, so a killed run leaves nothing
+behind for long. Files and directories get the modes the umask gives (not the 0600/0700 of
+``tempfile``), so a colleague on a shared workstation can read the outputs.
 """
 
 from __future__ import annotations
@@ -9,14 +13,56 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    with _umask_lock:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> int:
+    """Remove the temporary siblings of ``path`` (``.<name>.<pid>.*.tmp``, files or folders)
+    whose writing process is gone, and ones without a pid (written by older versions)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(\d+)\.)?.+\.tmp$")
+    n = 0
+    if not path.parent.is_dir():
+        return 0
+    for entry in path.parent.iterdir():
+        m = pattern.match(entry.name)
+        if m is None or (m.group(1) and _pid_alive(int(m.group(1)))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 @contextlib.contextmanager
@@ -28,8 +74,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.",
+        prefix=f".{path.name}.{os.getpid()}.",
         suffix=(suffix if suffix is not None else path.suffix) + ".tmp",
         dir=path.parent,
     )
@@ -40,6 +87,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if tmp_path.exists():
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -51,18 +99,22 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary name, then swap it in place of ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and path.exists():  # a swap interrupted after the new one was in place
+        shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    )
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
         os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

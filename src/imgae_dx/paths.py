@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+CHECKED = Path("data/.checked")  # check: a fixed line, written once params.yaml passed
 RAW = Path("data/raw")  # fetch: an NIH-format mirror (only fetch writes it)
 CACHE = Path("data/.cache")  # fetch: verified downloads and extracted members, kept across runs
 SPLIT = Path("data/split")  # split: {train,val,test}.csv, boxes.csv, summary.json
