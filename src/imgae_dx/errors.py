@@ -4,8 +4,10 @@
   rejected credentials...). Its message is one line that names the file, row or key and says
   what to do; the subclasses also derive from the builtin they replace (``ValueError``...).
 - :func:`register_secret` / :func:`redact`: the one redaction. A registered credential is
-  masked in every form it travels in (as is, URL-encoded, and the base64 of ``user:key`` that
-  HTTP basic auth sends), and URLs lose their query string and user-info.
+  masked in every form it travels in (as is, URL-encoded, JSON-escaped, ``user:key`` and the
+  base64 of it that HTTP basic auth sends), and URLs lose their query string and user-info.
+  Registering a secret installs the redaction of logs, warnings and tracebacks
+  (:func:`install_redaction`), so a library caller is covered as well as a command.
 - :func:`run` is what the stage scripts and the ``imgae-dx`` command run their ``main`` in: it
   turns every log record, warning and traceback of the process into redacted text, and a
   :class:`UserError` (or a failed file operation) into ``error: <message>`` on stderr and exit
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import re
@@ -41,26 +44,51 @@ _URL_QUERY_RE = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s?#'\"<>]*)\?[^\s'\"<>)\]]
 _USERINFO_RE = re.compile(r"(?<=://)[^/\s@]+@")
 
 
-def register_secret(secret: str | None, *, user: str | None = None) -> None:
-    """Mask ``secret`` in everything :func:`redact` sees from now on, in every form it can take
-    on the wire: as is, URL-encoded, and (with ``user``) the base64 of ``user:secret``."""
-    if not secret or len(secret) < 4:
-        return
-    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+def _wire_forms(secret: str, user: str | None) -> set[str]:
+    """Every form ``secret`` can travel in: what is sent (the token; HTTP basic's base64 of
+    ``user:secret``, in UTF-8 and in the Latin-1 that requests encodes str with), the decoded
+    ``user:secret``, and each of those URL-encoded or with JSON's optional ``\\/`` escapes."""
+    sent = {secret}
     if user:
         pair = f"{user}:{secret}"
-        forms |= {pair, base64.b64encode(pair.encode()).decode()}
+        sent.add(pair)
+        for encoding in ("utf-8", "latin-1"):
+            with contextlib.suppress(UnicodeEncodeError):
+                sent.add(base64.b64encode(pair.encode(encoding)).decode())
+    forms = set()
+    for f in sent:
+        forms |= {f, quote(f, safe=""), quote_plus(f), f.replace("/", "\\/")}
+    return forms
+
+
+def register_secret(secret: str | None, *, user: str | None = None) -> None:
+    """Mask ``secret`` in everything :func:`redact` sees from now on, in every form it can take
+    on the wire (:func:`_wire_forms`), and route the process's logs, warnings and uncaught
+    tracebacks through :func:`redact` (:func:`install_redaction`): from the moment a credential
+    is in the process, none of those can show it."""
+    if not secret or len(secret) < 4:
+        return
     with _lock:
-        _secrets.update(f for f in forms if len(f) >= 4)
+        _secrets.update(f for f in _wire_forms(secret, user) if len(f) >= 4)
+    install_redaction()
 
 
-def redact(text: object) -> str:
-    """``text`` with registered secrets masked, URL query strings and user-info removed."""
+def redact(text: object, *, truncated: bool = False) -> str:
+    """``text`` with registered secrets masked, URL query strings and user-info removed.
+
+    ``truncated``: ``text`` is the start of something longer (the first kB of a body), so a
+    secret cut off at its end is masked too.
+    """
     s = str(text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         s = s.replace(secret, "***")
+    if truncated:
+        for secret in secrets:
+            cut = next((n for n in range(len(secret) - 1, 2, -1) if s.endswith(secret[:n])), 0)
+            if cut:
+                s = s[:-cut] + "***"
     s = _USERINFO_RE.sub("", s)
     return _URL_QUERY_RE.sub(r"\1?…", s)
 
@@ -97,10 +125,13 @@ def install_redaction() -> None:
         formatwarning.imgae_dx_redacting = True  # type: ignore[attr-defined]
         warnings.formatwarning = formatwarning
 
-    def excepthook(kind, value, tb) -> None:
-        sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+    if not getattr(sys.excepthook, "imgae_dx_redacting", False):
 
-    sys.excepthook = excepthook
+        def excepthook(kind, value, tb) -> None:
+            sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+        excepthook.imgae_dx_redacting = True  # type: ignore[attr-defined]
+        sys.excepthook = excepthook
 
 
 # ---- running a command ---------------------------------------------------------------------------
