@@ -5,13 +5,14 @@ truncated bodies and failed checksums; honours ``Retry-After`` (seconds or an HT
 shares it between worker threads, so one 429 slows every worker down instead of each of them
 hammering the server in turn. URLs in messages lose their query string (signed download URLs
 carry their signature there) and registered secrets are masked: nothing this module logs or
-raises contains a credential.
+raises contains a credential, not even what an error response echoes of the request.
 """
 
 from __future__ import annotations
 
 import email.utils
 import http.client
+import json
 import logging
 import random
 import threading
@@ -44,18 +45,44 @@ def public_url(url: str) -> str:
 
 
 class HTTPStatusError(Exception):
-    """A response with an error status; ``retry_after`` in seconds when the server sent one."""
+    """A response with an error status; ``retry_after`` in seconds when the server sent one.
+
+    The message is one line: the status, the URL without its query string and the start of
+    what the server said, redacted (a gateway may echo the request's credentials back).
+    """
 
     def __init__(
-        self, status: int, url: str, *, retry_after: float | None = None, detail: str = ""
+        self,
+        status: int,
+        url: str,
+        *,
+        retry_after: float | None = None,
+        detail: str = "",
+        truncated: bool = False,
     ):
         self.status = int(status)
         self.url = public_url(url)
         self.retry_after = retry_after
         msg = f"HTTP {self.status} from {self.url}"
+        detail = " ".join(redact(detail, truncated=truncated).split())
         if detail:
-            msg += f": {redact(detail)[:200]}"
+            msg += f": {detail[:200]}"
         super().__init__(msg)
+
+
+def status_error(exc: requests.HTTPError) -> HTTPStatusError:
+    """``exc`` (requests', or kagglesdk's, which it builds from the response's JSON ``message``)
+    as an :class:`HTTPStatusError`: redacted, and holding neither the response nor the request
+    (whose headers carry the credentials). Raise it outside the ``except`` block, so that the
+    original is not kept as its context either."""
+    resp = exc.response
+    status = resp.status_code if resp is not None else 0
+    detail = str(exc)
+    if resp is not None and detail.startswith(f"{status} "):  # requests' own "<status> ... for url"
+        detail = resp.reason or ""
+    url = (resp.url if resp is not None else "") or ""
+    retry_after = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
+    return HTTPStatusError(status, url, retry_after=retry_after, detail=detail)
 
 
 class TransferError(Exception):
@@ -86,6 +113,17 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _server_message(body: str) -> str:
+    """The ``message`` of a JSON error body (Kaggle's ``{"code": ..., "message": ...}``), else
+    the body."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return body
+    message = obj.get("message") if isinstance(obj, dict) else None
+    return message if isinstance(message, str) and message else body
+
+
 def raise_for_status(resp: requests.Response, url: str | None = None) -> None:
     """Raise :class:`HTTPStatusError` for a 4xx/5xx response (reading at most 1 kB of its body)."""
     if resp.status_code < 400:
@@ -102,7 +140,8 @@ def raise_for_status(resp: requests.Response, url: str | None = None) -> None:
         resp.status_code,
         url or resp.url,
         retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
-        detail=detail.strip(),
+        detail=_server_message(detail.strip()),
+        truncated=True,  # the body may go on: a secret may straddle the cut
     )
 
 

@@ -86,7 +86,7 @@ def _fall_back_on_404_429(rel: str) -> Iterator[None]:
     :class:`_Throttled`: the file then comes from the archive."""
     try:
         yield
-    except (requests.HTTPError, http.HTTPStatusError) as e:
+    except http.HTTPStatusError as e:
         if http.status_of(e) == 404:
             raise _FileMissing(rel) from None
         if http.status_of(e) == 429:
@@ -141,7 +141,11 @@ class KaggleApi:
         def attempt() -> Any:
             with self._lock:
                 self.calls += 1
-                return fn()
+                try:
+                    return fn()
+                except requests.HTTPError as e:  # kagglesdk's: its text is the server's message
+                    error = http.status_error(e)
+            raise error  # out of the except block: the raw original is not kept as its context
 
         def retryable(e: BaseException) -> bool:
             if throttle_fails and http.status_of(e) == 429:
@@ -150,11 +154,18 @@ class KaggleApi:
 
         try:
             return http.call(attempt, self.policy, what, retryable=retryable)
-        except (requests.HTTPError, http.HTTPStatusError) as e:
-            status = http.status_of(e)
-            if status in (401, 403):
-                raise creds_mod.rejected(self.creds, status, self.endpoint) from None
+        except http.HTTPStatusError as e:
+            if e.status in (401, 403):
+                raise creds_mod.rejected(self.creds, e.status, self.endpoint) from None
             raise
+
+    def _refused(self, what: str, e: http.HTTPStatusError) -> KaggleFetchError:
+        """The error for a call the API refused for good (not credentials, not throttling)."""
+        if e.status == 404:
+            return KaggleFetchError(
+                f"data.kaggle.dataset: {self.label} not found at {self.endpoint}"
+            )
+        return KaggleFetchError(f"{what}: {e} (check data.kaggle: dataset, version, endpoint)")
 
     def list_files(self, page_size: int = 20) -> list[tuple[str, int]]:
         """First page of the dataset's files: checks that the dataset exists and the credentials work."""
@@ -165,22 +176,21 @@ class KaggleApi:
         if self.version:
             req.dataset_version_number = self.version
         api = self.client.datasets.dataset_api_client
+        what = f"list the files of {self.label}"
         try:
-            resp = self._call(
-                lambda: api.list_dataset_files(req), f"list the files of {self.label}"
-            )
-        except (requests.HTTPError, http.HTTPStatusError) as e:
-            if http.status_of(e) == 404:
-                raise KaggleFetchError(
-                    f"data.kaggle.dataset: {self.label} not found at {self.endpoint}"
-                ) from None
-            raise
+            resp = self._call(lambda: api.list_dataset_files(req), what)
+        except http.HTTPStatusError as e:
+            raise self._refused(what, e) from None
         if resp.error_message:
             log.warning("Kaggle says about %s: %s", self.label, http.redact(resp.error_message))
         return [(f.name, int(f.total_bytes or 0)) for f in resp.dataset_files]
 
     def download_url(self, file_name: str | None = None, *, throttle_fails: bool = False) -> str:
-        """The URL ``DownloadDataset`` redirects to: the whole archive, or one file."""
+        """The URL ``DownloadDataset`` redirects to: the whole archive, or one file.
+
+        For one file, an error status is raised as :class:`http.HTTPStatusError` (the caller
+        falls back to the archive); for the archive, as :class:`KaggleFetchError`.
+        """
         from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
 
         req = ApiDownloadDatasetRequest()
@@ -190,7 +200,14 @@ class KaggleApi:
         if file_name:
             req.file_name = file_name
         what = f"download link of {self.label}" + (f"/{file_name}" if file_name else "")
-        return self._call(lambda: self._redirect_target(req), what, throttle_fails=throttle_fails)
+        try:
+            return self._call(
+                lambda: self._redirect_target(req), what, throttle_fails=throttle_fails
+            )
+        except http.HTTPStatusError as e:
+            if file_name:
+                raise
+            raise self._refused(what, e) from None
 
     def _redirect_target(self, request: Any) -> str:
         # The SDK's public ``download_dataset`` follows the redirect and starts streaming the
