@@ -246,6 +246,7 @@ def test_rejected_credentials_say_where_to_put_them(tmp_path, server, home, monk
     msg = str(ei.value)
     assert "rejected" in msg and "KAGGLE_API_TOKEN" in msg and "~/.kaggle/access_token" in msg
     assert "kaggle.json" in msg and "wrong-token-1234567" not in msg
+    assert "\n" not in msg and 'docs/real-data.md, "Credentials"' in msg
     assert [r["status"] for r in server.requests("api")] == [401]
 
 
@@ -253,6 +254,20 @@ def test_missing_credentials_stop_before_any_request(tmp_path, server, home):
     with pytest.raises(credentials.CredentialsError, match="No Kaggle credentials found") as ei:
         run(tmp_path, server)
     assert "KAGGLE_USERNAME" in str(ei.value) and server.log == []
+    assert "\n" not in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    "content", ['{"username": "u", "key": "not-json-secret-42"', '{"username": "u", "key": " "}']
+)
+def test_a_broken_key_file_is_named_and_never_echoed(tmp_path, server, home, content):
+    (home / ".kaggle").mkdir()
+    (home / ".kaggle" / "kaggle.json").write_text(content)
+    with pytest.raises(credentials.CredentialsError, match=r"kaggle\.json: ") as ei:
+        run(tmp_path, server)
+    msg = str(ei.value)
+    assert "\n" not in msg and "not-json-secret-42" not in msg and "KAGGLE_API_TOKEN" in msg
+    assert server.log == []
 
 
 @pytest.mark.parametrize("where", ["kaggle.json", "config_dir", "env", "access_token"])

@@ -8,7 +8,11 @@ Order (the one kagglehub uses; the kaggle CLI agrees on the token first):
    ``$KAGGLE_CONFIG_DIR``, ``~/.kaggle`` or ``~/.config/kaggle``.
 
 The secret never appears in a repr, a log line or an error message: :func:`find` registers it
-with :func:`imgae_dx.data.sources.http.register_secret`, which masks it everywhere we print.
+(with the user name of a legacy key, for the ``user:key`` that HTTP basic auth encodes) with
+:func:`imgae_dx.errors.register_secret`, which masks it in every form in everything the process
+prints. kagglesdk's client sends a token as ``Authorization: Bearer <token>`` and a legacy key
+as HTTP basic; it reads no other credential file (``~/.kaggle/credentials.json``, which
+``kaggle auth login`` writes, is the kaggle command's own).
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ from imgae_dx.errors import UserError, register_secret
 
 log = logging.getLogger(__name__)
 
-WHERE = """\
-Put Kaggle credentials in one of these places (never in params.yaml):
-  - an API token: export KAGGLE_API_TOKEN=<token>, or save the token alone in
-    ~/.kaggle/access_token (chmod 600);
-  - a legacy API key: ~/.kaggle/kaggle.json containing {"username": "...", "key": "..."}
-    (chmod 600; KAGGLE_CONFIG_DIR overrides the folder), or export KAGGLE_USERNAME and KAGGLE_KEY.
-Create one at https://www.kaggle.com/settings (API -> Create New Token)."""
+#: Where credentials go, for the one-line errors; docs/real-data.md, "Credentials", has the table.
+WHERE = (
+    "put an API token in KAGGLE_API_TOKEN or ~/.kaggle/access_token, or a legacy key in "
+    "KAGGLE_USERNAME + KAGGLE_KEY or ~/.kaggle/kaggle.json, never in params.yaml "
+    '(docs/real-data.md, "Credentials")'
+)
 
 
 class CredentialsError(UserError, RuntimeError):
@@ -76,6 +79,8 @@ def find() -> KaggleCredentials:
     """The first credentials found in the standard places; :class:`CredentialsError` if none."""
     from kagglesdk.kaggle_env import get_access_token_from_env
 
+    # kagglesdk sends it as Proxy-Authorization to Kaggle's staging hosts (KAGGLE_API_ENVIRONMENT).
+    register_secret(os.environ.get("KAGGLE_IAP_TOKEN"))
     token, source = get_access_token_from_env()
     if token:
         token = token.strip()
@@ -105,24 +110,22 @@ def find() -> KaggleCredentials:
         except (OSError, ValueError, KeyError, TypeError) as e:
             # Never echo the file's content: it is the secret.
             raise CredentialsError(
-                f"{path} is not a valid Kaggle key file (expected JSON with 'username' and 'key': "
-                f"{type(e).__name__}).\n{WHERE}"
+                f"{path}: not a valid Kaggle key file ({type(e).__name__}; JSON with 'username' "
+                f"and 'key' expected): fix it, or {WHERE}"
             ) from None
         if not user or not key:
-            raise CredentialsError(f"{path} has an empty 'username' or 'key'.\n{WHERE}")
+            raise CredentialsError(f"{path}: empty 'username' or 'key': fix it, or {WHERE}")
         register_secret(key, user=user)
         if os.name == "posix" and path.stat().st_mode & 0o077:
             log.warning("%s is readable by other users; chmod 600 it", path)
         return KaggleCredentials(source=str(path), username=user, key=key)
 
-    raise CredentialsError(
-        f"No Kaggle credentials found (data.source: kaggle needs them).\n{WHERE}"
-    )
+    raise CredentialsError(f"No Kaggle credentials found (data.source: kaggle needs them): {WHERE}")
 
 
 def rejected(creds: KaggleCredentials, status: int, endpoint: str) -> CredentialsError:
     """The error for credentials the API refused."""
     return CredentialsError(
         f"Kaggle ({endpoint}) rejected the {creds.describe()} (HTTP {status}): it is wrong, "
-        f"expired or revoked.\n{WHERE}"
+        f"expired or revoked; create one at https://www.kaggle.com/settings (API) and {WHERE}"
     )
