@@ -12,6 +12,11 @@
 - Injects faults on demand: an error status (429 with ``Retry-After``, 500...), a connection
   dropped mid-body, a corrupted byte, a body that stalls until the server stops, and a quota
   of single-file downloads after which every one is throttled.
+- ``echo`` plays a misconfigured gateway: an API call answers ``status`` with the request's
+  ``Authorization`` header echoed back in every form a credential travels in (as sent, the
+  ``user:key`` a Basic header decodes to, URL-encoded in and out of a query string, in a
+  response header, with JSON's optional ``\\/`` escapes); a 3xx redirects to the download URL
+  with the header appended to its query string.
 
 Only binds to 127.0.0.1. ``tiny_nih`` makes a small NIH-format dataset (real formats, real
 shard boundaries, noise PNGs) to serve.
@@ -138,7 +143,7 @@ def build_zip(files: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) 
 @dataclass
 class Fault:
     target: str  # "api" | "archive" | "files"
-    action: str  # "status" | "drop" | "corrupt" | "stall"
+    action: str  # "status" | "echo" (api) | "drop" | "corrupt" | "stall"
     count: int = 1
     status: int = 500
     retry_after: str | None = None
@@ -261,6 +266,10 @@ class FakeKaggle:
     def inject(self, target: str, action: str = "status", **kw: Any) -> None:
         with self._lock:
             self.faults.append(Fault(target, action, **kw))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self.faults.clear()
 
     def expire_urls(self) -> None:
         """Signed URLs handed out so far stop working (403), like expired Cloud Storage links."""
@@ -404,6 +413,8 @@ class FakeKaggle:
         if not self._authorized(h):
             return self._json(h, 401, {"code": 401, "message": "Unauthenticated"}, api=method)
         fault = self._take_fault("api", method)
+        if fault is not None and fault.action == "echo":
+            return self._echo(h, fault, method, body.get("fileName"))
         if fault is not None and fault.action == "status":
             hdr = {"Content-Type": "application/json"}
             if fault.retry_after is not None:
@@ -465,6 +476,35 @@ class FakeKaggle:
             self._send(h, 302, b"", {"Location": location})
             return self._log(h, "api", 302, 0, api=method, file=name)
         return self._json(h, 404, {"code": 404, "message": f"no method {method}"}, api=method)
+
+    def _echo(self, h: _Handler, fault: Fault, method: str, file_name: str | None) -> None:
+        """Answer ``fault.status`` with the request's credentials in it (see the module docstring)."""
+        auth = h.headers.get("Authorization", "")
+        encoded = quote(auth, safe="")
+        if 300 <= fault.status < 400:
+            url = self.file_url(file_name) if file_name else self.archive_url()
+            location = f"{url}&authorization={encoded}"
+            self._send(h, fault.status, b"", {"Location": location})
+            return self._log(h, "api", fault.status, 0, api=method, fault="echo")
+        scheme, _, value = auth.partition(" ")
+        decoded = base64.b64decode(value).decode() if scheme == "Basic" else value
+        message = (
+            f"gateway refused the request (Authorization: {auth}; credentials {decoded}); "
+            f"trace https://gateway.invalid/trace?authorization={encoded} form authorization={encoded}"
+        )
+        obj = {
+            "code": fault.status,
+            "message": message,
+            "request": {"headers": {"Authorization": auth}},
+        }
+        body = json.dumps(obj).replace("/", "\\/").encode()  # escaped slashes, as PHP writes JSON
+        headers = {
+            "Content-Type": "application/json",
+            "X-Echo-Authorization": auth,
+            "WWW-Authenticate": f'{scheme} realm="kaggle", error_description="{decoded}"',
+        }
+        self._send(h, fault.status, body, headers)
+        return self._log(h, "api", fault.status, len(body), api=method, fault="echo")
 
     def _get(self, h: _Handler, head: bool) -> None:
         parts = urlsplit(h.path)
