@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from imgae_dx import tracking
+from imgae_dx.errors import UserError
 from imgae_dx.paths import repo_root
-from tests.conftest import make_params
+from tests.conftest import REPO, make_params
 
 
 def test_repo_root_inside_a_queued_experiment_copy(tmp_path):
@@ -48,3 +59,198 @@ def test_disabled_tracking_writes_nothing(monkeypatch, tmp_path):
         assert not run.active
         run.log_metrics({"auroc": 0.5})
     assert not db.exists()
+
+
+# ---- an unusable store costs seconds and one line ------------------------------------------------
+#: Generous: these guard against MLflow's minute-long retries, not against a slow machine.
+FAST_S = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def blackhole():
+    """A port whose connections are accepted (by the kernel's backlog) and never answered."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+
+
+def _timed_run(params, caplog) -> tuple[float, tracking.Run, list[str]]:
+    caplog.clear()
+    t0 = time.perf_counter()
+    with tracking.start_run("train@ae", params) as run:
+        run.log_params({"train": {"lr": 0.001}})
+        run.log_metrics({"auroc": 0.7}, step=1)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    return time.perf_counter() - t0, run, warned
+
+
+def _sqlite_file_not_a_dir(tmp_path: Path) -> str:
+    (tmp_path / "afile").write_text("x")
+    return f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}"
+
+
+def _sqlite_not_a_database(tmp_path: Path) -> str:
+    (tmp_path / "mlflow.db").write_text("not a database, " * 100)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _file_store_under_a_file(tmp_path: Path) -> str:
+    (tmp_path / "afile").write_text("x")
+    return f"file://{tmp_path / 'afile' / 'mlruns'}"
+
+
+@pytest.mark.parametrize(
+    "make_uri",
+    [
+        lambda tmp_path: f"http://127.0.0.1:{_free_port()}",
+        lambda tmp_path: f"http://user:s3cret-pw@127.0.0.1:{_free_port()}/?token=s3cret-q",
+        _sqlite_file_not_a_dir,
+        _sqlite_not_a_database,
+        _file_store_under_a_file,
+        lambda tmp_path: f"file://{tmp_path / 'mlruns'}",
+    ],
+    ids=[
+        "dead-port",
+        "dead-port-with-secrets",
+        "sqlite-under-a-file",
+        "sqlite-not-a-db",
+        "file-under-a-file",
+        "file-store-refused-by-mlflow",
+    ],
+)
+def test_an_unusable_store_costs_seconds_one_warning_and_no_logging(
+    make_uri, monkeypatch, tmp_path, caplog, capfd
+):
+    uri = make_uri(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    elapsed, run, warned = _timed_run(make_params(), caplog)
+    assert elapsed < FAST_S
+    assert not run.active
+    assert len(warned) == 1, warned
+    shown = uri.replace("user:s3cret-pw@", "").split("?")[0]
+    assert warned[0].startswith(f"MLflow store {shown}: ") and "logging is off" in warned[0]
+    assert "s3cret" not in warned[0]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_server_that_never_answers_costs_the_probe_timeout(blackhole, monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", blackhole)
+    elapsed, run, warned = _timed_run(make_params(), caplog)
+    assert elapsed < FAST_S
+    assert not run.active
+    assert warned == [
+        f"MLflow store {blackhole}: did not answer in time; logging is off for this stage "
+        "(start the server or point MLFLOW_TRACKING_URI at a running one, "
+        "or set mlflow.enabled: false)"
+    ]
+
+
+def test_required_turns_an_unusable_store_into_a_user_error(monkeypatch):
+    port = _free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:s3cret-pw@127.0.0.1:{port}")
+    params = make_params(mlflow={"required": True})
+    entered = False
+    t0 = time.perf_counter()
+    with pytest.raises(UserError) as e:
+        with tracking.start_run("score@ae", params):
+            entered = True
+    assert time.perf_counter() - t0 < FAST_S
+    assert not entered
+    msg = str(e.value)
+    assert msg.startswith(f"MLflow store http://127.0.0.1:{port}: refused the connection")
+    assert "mlflow.required" in msg and "s3cret" not in msg and "\n" not in msg
+
+
+# Permissions need a real unprivileged process: root writes through them. As root the scenario
+# runs without the capabilities that override file permissions (capsh, from libcap).
+_UNPRIVILEGED_SCRIPT = """
+import sys, time, yaml
+from imgae_dx import config, tracking
+raw = yaml.safe_load(open(sys.argv[1]))
+params = config.validate(config.apply_overlay(raw, {"mlflow": {"experiment": "t"}}))
+t0 = time.perf_counter()
+with tracking.start_run("train@ae", params) as run:
+    run.log_metrics({"auroc": 0.7})
+print(round(time.perf_counter() - t0, 2), run.active)
+"""
+
+
+def _run_unprivileged(uri: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", _UNPRIVILEGED_SCRIPT, str(REPO / "params.yaml")]
+    if os.geteuid() == 0:
+        if shutil.which("capsh") is None:
+            pytest.skip("running as root without capsh: file permissions cannot be tested")
+        drop = "--drop=cap_dac_override,cap_dac_read_search,cap_fowner"
+        cmd = ["capsh", drop, "--", "-c", 'exec "$@"', "unprivileged", *cmd]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.mark.parametrize("case", ["read-only-directory", "read-only-file"])
+def test_an_unwritable_sqlite_store_costs_seconds_and_one_line(case, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    db = store / "mlflow.db"
+    if case == "read-only-file":
+        sqlite3.connect(db).execute("create table t (x)").connection.close()
+        db.chmod(0o444)
+    else:
+        store.chmod(0o555)
+    uri = f"sqlite:///{db}"
+    try:
+        out = _run_unprivileged(uri)
+    finally:
+        store.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    seconds, active = out.stdout.split()
+    assert float(seconds) < FAST_S and active == "False"
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"MLflow store {uri}: ") and "logging is off" in lines[0]
+    assert (
+        "is read-only" in lines[0] if case == "read-only-file" else "permission denied" in lines[0]
+    )
+
+
+def test_http_limits_hold_during_the_stage_only_and_the_environment_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    with tracking.start_run("report", make_params()):
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+class _DeadClient:
+    """An MLflow client whose server went away mid-stage."""
+
+    calls = 0
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            _DeadClient.calls += 1
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        return call
+
+
+def test_a_store_that_dies_mid_stage_is_one_warning_and_no_more_calls(caplog):
+    run = tracking.Run(_DeadClient(), "run-id", "http://u:pw@host:5000/?token=abc")
+    for step in range(5):
+        run.log_metrics({"loss": 1.0}, step=step)
+    run.end("FINISHED")
+    assert _DeadClient.calls == 1 and not run.active
+    assert [r.getMessage() for r in caplog.records] == [
+        "MLflow store http://host:5000/: log_metrics failed: refused the connection "
+        "(nothing listens there); logging is off for the rest of this stage"
+    ]

@@ -259,10 +259,15 @@ class ReportParams(_Block):
 
 
 class MlflowParams(_Block):
-    """``mlflow``: optional run logging; never changes an output, so no stage declares it."""
+    """``mlflow``: optional run logging; never changes an output, so no stage declares it.
+
+    ``required``: an unusable store is an error before the stage does any work, rather than a
+    warning and a stage without logging (:func:`imgae_dx.tracking.start_run`).
+    """
 
     enabled: bool = True
     experiment: str = "imgae-dx"
+    required: bool = False
 
 
 # ---- architectures -------------------------------------------------------------------------------

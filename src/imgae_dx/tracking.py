@@ -3,7 +3,23 @@
 The store defaults to an absolute SQLite URI in the repository (``<repo>/mlflow.db``), so the
 stages of ``dvc exp run --queue`` (which run in a temporary copy of the repository) log to the
 same store as the workspace. ``MLFLOW_TRACKING_URI`` overrides it; ``mlflow.enabled: false``
-turns logging off. Any MLflow failure is reported as a warning and the stage goes on.
+turns logging off.
+
+A store that is down costs a stage seconds, never minutes (``docs/architecture.md``,
+"Tracking"):
+
+- :func:`start_run` probes the store once, before MLflow touches it: a local store with the
+  standard library (a writable directory; an existing SQLite file must be a database that
+  takes a write), a database server with one TCP connection, and then every store with one
+  MLflow request of at most :data:`PROBE_TIMEOUT_S` seconds and no retry. An unusable store
+  is one warning line naming it, and the stage runs without logging; with
+  ``mlflow.required: true`` it is a :class:`~imgae_dx.errors.UserError` instead.
+- During the stage MLflow's HTTP retries and timeouts are bounded (:data:`HTTP_LIMITS`), the
+  log output of MLflow, alembic and SQLAlchemy is silenced, and the first failed call is one
+  warning line; a store that stops answering ends logging for the rest of the stage.
+
+The runs go through :class:`mlflow.MlflowClient`, not the fluent ``mlflow.start_run``: no
+process-wide active run or tracking URI that a failed call could leave behind.
 """
 
 from __future__ import annotations
@@ -11,19 +27,53 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
+import re
+import socket
+import sqlite3
+import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from imgae_dx import paths
 from imgae_dx.config import Params, dotted_items
+from imgae_dx.errors import UserError, redact
 from imgae_dx.paths import repo_root
 
 log = logging.getLogger(__name__)
 
 #: Substrings of keys that are never logged (defence in depth: no secret belongs in params).
 _SECRET_MARKERS = ("token", "key", "secret", "password", "credential")
+
+#: Seconds the probe waits for a store (the request, the TCP connection, an SQLite lock).
+PROBE_TIMEOUT_S = 3
+#: MLflow's HTTP settings for the probe: one request, no retry.
+_PROBE_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT_S),
+    "MLFLOW_DATABRICKS_ENDPOINT_HTTP_RETRY_TIMEOUT": str(PROBE_TIMEOUT_S),
+}
+#: MLflow's HTTP settings during a stage, where the environment does not set them. MLflow's
+#: defaults (7 retries with exponential backoff, 120 s per request) make each call to a server
+#: that stopped answering cost minutes; with these it costs about 10 s, once per stage.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_DATABRICKS_ENDPOINT_HTTP_RETRY_TIMEOUT": "15",
+}
+#: Loggers silenced during a stage: they report each retry of a failure, with tracebacks;
+#: this module reports the failure once, on one line.
+_QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3")
+#: Default ports of the database servers MLflow can use as a store.
+_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+_SERVER_TODO = "start the server or point MLFLOW_TRACKING_URI at a running one"
+_LOCAL_TODO = "make it writable or point MLFLOW_TRACKING_URI elsewhere"
+_AUTH_TODO = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
 
 
 def tracking_uri() -> str:
@@ -38,33 +88,245 @@ def _is_secret(key: str) -> bool:
     return any(m in low for m in _SECRET_MARKERS)
 
 
-class Run:
-    """A thin handle over an active MLflow run; every call swallows MLflow errors."""
+# ---- what is wrong with a store ------------------------------------------------------------------
+class Problem(NamedTuple):
+    """Why a store cannot be used: ``what`` went wrong, what to do, and whether the store is
+    unreachable (then no later call of the stage can succeed either)."""
 
-    def __init__(self, mlflow_mod: Any | None):
-        self._m = mlflow_mod
+    what: str
+    todo: str
+    unreachable: bool = True
+
+
+def _one_line(text: object, limit: int = 160) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    s = " ".join(lines[0].split()) if lines else type(text).__name__
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def describe_failure(exc: BaseException) -> Problem:
+    """A one-line :class:`Problem` for an exception raised by MLflow or the probe."""
+    import requests
+
+    for e in _causes(exc):
+        if isinstance(e, ConnectionRefusedError):
+            return Problem("refused the connection (nothing listens there)", _SERVER_TODO)
+        if isinstance(e, socket.gaierror):
+            return Problem("host not found", _SERVER_TODO)
+        if isinstance(e, (TimeoutError, requests.exceptions.Timeout)):
+            return Problem("did not answer in time", _SERVER_TODO)
+    for e in _causes(exc):
+        if isinstance(e, (requests.exceptions.ConnectionError, ConnectionError)):
+            return Problem("could not be reached (the connection failed)", _SERVER_TODO)
+    status = _http_status(exc)
+    if status in (401, 403):
+        return Problem(f"rejected the credentials (HTTP {status})", _AUTH_TODO, False)
+    if status is not None and (status == 429 or status >= 500):
+        return Problem(f"answered HTTP {status} (failing or overloaded)", _SERVER_TODO)
+    if status is not None or "not in a valid JSON format" in str(exc):
+        what = f"HTTP {status}" if status is not None else "not JSON"
+        return Problem(
+            f"answered, but not as an MLflow tracking server ({what})",
+            "check that MLFLOW_TRACKING_URI is the server's address",
+        )
+    if "MLFLOW_ALLOW_FILE_STORE" in str(exc):
+        return Problem(
+            "MLflow refuses file stores by default",
+            "use a sqlite:/// store, or set MLFLOW_ALLOW_FILE_STORE=true",
+        )
+    return Problem(_one_line(exc), "check the store", False)
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` as printed: no user-info, no query string (:func:`~imgae_dx.errors.redact`
+    would keep a "?…" that swallows the punctuation after it), no registered secret."""
+    return redact(uri.split("?", 1)[0])
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a response that was not an MLflow answer (MLflow's messages: a body
+    that is not an MLflow error, or retries exhausted on that status)."""
+    m = re.search(r"error code (\d{3}) != 200|too many (\d{3}) error responses", str(exc))
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def _writable_dir_problem(path: Path) -> Problem | None:
+    """Why MLflow could not create files in ``path`` (created with its parents if missing)."""
+    existing = next((d for d in (path, *path.parents) if d.exists()), Path("."))
+    if not existing.is_dir():
+        return Problem(f"{existing} is not a directory", _LOCAL_TODO)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return Problem(
+            f"cannot write in {existing} ({(e.strerror or str(e)).lower()})", _LOCAL_TODO
+        )
+    return None
+
+
+def _sqlite_problem(path: Path) -> Problem | None:
+    """Why MLflow could not write the SQLite store ``path``, found with the standard library:
+    SQLAlchemy would print a traceback per retry and retry for minutes."""
+    if not path.exists():
+        return _writable_dir_problem(path.parent)
+    if not path.is_file():
+        return Problem("not a file", _LOCAL_TODO)
+    if (problem := _writable_dir_problem(path.parent)) is not None:
+        return problem  # SQLite writes its journal next to the database
+    uri = f"{path.resolve().as_uri()}?mode=rw"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=PROBE_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as e:
+        return Problem(f"cannot open the file ({e})", _LOCAL_TODO)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master")
+        # A write (the file and its journal next to it), rolled back by close().
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("CREATE TABLE imgae_dx_probe (x INTEGER)")
+    except sqlite3.Error as e:
+        msg = str(e)
+        if "locked" in msg or "busy" in msg:
+            return None  # busy, not broken: MLflow waits for the lock
+        if "not a database" in msg:
+            return Problem(
+                "the file is not an SQLite database",
+                "move it away or point MLFLOW_TRACKING_URI elsewhere",
+            )
+        if "readonly" in msg:
+            return Problem("the file is read-only", _LOCAL_TODO)
+        return Problem(f"cannot write the file ({msg})", _LOCAL_TODO)
+    finally:
+        con.close()
+    return None
+
+
+def _tcp_problem(host: str, port: int) -> Problem | None:
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        return describe_failure(e)
+    return None
+
+
+def local_problem(uri: str) -> Problem | None:
+    """What is wrong with the store at ``uri``, found without MLflow: a local store's
+    directory or SQLite file, a database server's port. None when nothing is (or for a store
+    only an MLflow request can check)."""
+    m = re.fullmatch(r"sqlite(?:\+\w+)?://(/?)([^?]*)(?:\?.*)?", uri, flags=re.IGNORECASE)
+    if m:
+        # sqlite:///rel.db is relative, sqlite:////abs.db absolute; sqlite:// is in memory.
+        path = m.group(2)
+        return _sqlite_problem(Path(path)) if m.group(1) and path not in ("", ":memory:") else None
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return _writable_dir_problem(Path(url2pathname(parts.path)))
+    if not scheme or len(scheme) == 1:  # a path (len 1: a Windows drive letter)
+        return _writable_dir_problem(Path(uri))
+    base = scheme.split("+")[0]
+    if base in _DB_PORTS and parts.hostname:
+        try:
+            port = parts.port or _DB_PORTS[base]
+        except ValueError:
+            return Problem("has an invalid port", "fix MLFLOW_TRACKING_URI", False)
+        return _tcp_problem(parts.hostname, port)
+    return None
+
+
+# ---- the stage's environment ---------------------------------------------------------------------
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str], *, override: bool) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the block (MLflow reads them at each call); without
+    ``override`` a variable the environment sets wins."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if override or k not in os.environ:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _quiet_loggers() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+class Run:
+    """A handle over an open MLflow run; a failed call never breaks the stage.
+
+    The first failure is one warning line; after a failure that says the store is
+    unreachable, the remaining calls of the stage are skipped.
+    """
+
+    def __init__(self, client: Any | None, run_id: str | None = None, uri: str = ""):
+        self._client, self.run_id, self._uri = client, run_id, uri
+        self._warned = False
 
     @property
     def active(self) -> bool:
-        return self._m is not None
+        return self._client is not None
 
-    def _safe(self, fn: str, *args: Any, **kwargs: Any) -> None:
-        if self._m is None:
+    def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> None:
+        """``client.<fn>(run_id, ...)`` for :meth:`<what>`."""
+        if self._client is None:
             return
         try:
-            getattr(self._m, fn)(*args, **kwargs)
+            getattr(self._client, fn)(self.run_id, *args, **kwargs)
         except Exception as e:  # logging must never break a stage
-            warnings.warn(f"MLflow {fn} failed: {e}", stacklevel=3)
+            problem = describe_failure(e)
+            if problem.unreachable:
+                self._client = None
+            if not self._warned:
+                self._warned = True
+                rest = "; logging is off for the rest of this stage" if problem.unreachable else ""
+                log.warning(
+                    "MLflow store %s: %s failed: %s%s",
+                    shown_uri(self._uri),
+                    what,
+                    problem.what,
+                    rest,
+                )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        flat = {
-            k: ("null" if v is None else str(v))[:500]
+        from mlflow.entities import Param
+
+        flat = [
+            Param(k, ("null" if v is None else str(v))[:500])
             for k, v in dotted_items(params)
             if not _is_secret(k)
-        }
-        self._safe("log_params", flat)
+        ]
+        if flat:
+            self._call("log_params", "log_batch", params=flat)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
         flat = {}
         for k, v in dotted_items(metrics):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -73,52 +335,112 @@ class Run:
                 continue
             flat[k.replace("[", "_").replace("]", "")] = float(v)
         if flat:
-            self._safe("log_metrics", flat, step=step)
+            metrics = [Metric(k, v, now, step or 0) for k, v in flat.items()]
+            self._call("log_metrics", "log_batch", metrics=metrics)
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if Path(path).exists():
-            self._safe("log_artifact", str(path), artifact_path=artifact_path)
+            self._call("log_artifact", "log_artifact", str(path), artifact_path=artifact_path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._safe("set_tags", {k: str(v) for k, v in tags.items() if v is not None})
+        from mlflow.entities import RunTag
+
+        flat = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        if flat:
+            self._call("set_tags", "log_batch", tags=flat)
+
+    def end(self, status: str) -> None:
+        """Mark the run ``status`` (skipped once the store is unreachable)."""
+        self._call("end", "set_terminated", status)
+
+
+def _experiment_id(client: Any, name: str) -> str | Problem:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Another stage created it in the meantime.
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        return Problem(
+            f"experiment {name!r} is deleted",
+            "restore it (mlflow experiments restore) or set mlflow.experiment",
+            False,
+        )
+    return experiment.experiment_id
+
+
+def _open(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any]) -> Run | Problem:
+    """Probe the store, then open the run (under :data:`HTTP_LIMITS`, loggers quiet)."""
+    problem = local_problem(uri)
+    if problem is not None:
+        return problem
+    try:
+        from mlflow import MlflowClient
+        from mlflow.tracking.context import registry as context_registry
+
+        client = MlflowClient(uri)
+        with _environ(_PROBE_LIMITS, override=True):
+            # The probe: one request, no retry (a database store is opened here, once).
+            client.get_experiment_by_name(experiment)
+        experiment_id = _experiment_id(client, experiment)
+        if isinstance(experiment_id, Problem):
+            return experiment_id
+        all_tags = {k: str(v) for k, v in tags.items() if v is not None}
+        run = client.create_run(
+            experiment_id, run_name=run_name, tags=context_registry.resolve_tags(all_tags)
+        )
+    except Exception as e:
+        return describe_failure(e)
+    return Run(client, run.info.run_id, uri)
 
 
 @contextlib.contextmanager
 def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Iterator[Run]:
-    """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev)."""
+    """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev);
+    it ends ``FINISHED``, or ``FAILED`` on an exception.
+
+    An unusable store is one warning line and an inactive :class:`Run`, or, with
+    ``mlflow.required: true``, a :class:`~imgae_dx.errors.UserError` before the block runs.
+    """
     if not params.mlflow.enabled:
         yield Run(None)
         return
-    try:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment(params.mlflow.experiment)
-        active = mlflow.start_run(run_name=run_name or stage)
-    except Exception as e:
-        warnings.warn(f"MLflow disabled for this stage: {e}", stacklevel=2)
-        yield Run(None)
-        return
-    run = Run(mlflow)
-    run.set_tags(
-        {
-            "dvc.stage": stage,
-            "dvc.exp_name": os.environ.get("DVC_EXP_NAME"),
-            "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
-            "data.source": params.data.source,
-        }
-    )
-    status = "FINISHED"
-    try:
-        yield run
-    except BaseException:
-        status = "FAILED"
-        raise
-    finally:
+    uri = tracking_uri()
+    tags = {
+        "dvc.stage": stage,
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME"),
+        "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
+        "data.source": params.data.source,
+    }
+    with contextlib.suppress(ImportError):
+        import mlflow  # noqa: F401  (configures its loggers on import: before _quiet_loggers)
+    with _quiet_loggers(), _environ(HTTP_LIMITS, override=False):
+        opened = _open(uri, params.mlflow.experiment, run_name or stage, tags)
+        if isinstance(opened, Problem):
+            where = f"MLflow store {shown_uri(uri)}: {redact(opened.what)}"
+            if params.mlflow.required:
+                raise UserError(
+                    f"{where}, and mlflow.required is true "
+                    f"({opened.todo}, or set mlflow.required: false)"
+                )
+            log.warning(
+                "%s; logging is off for this stage (%s, or set mlflow.enabled: false)",
+                where,
+                opened.todo,
+            )
+            yield Run(None)
+            return
+        status = "FINISHED"
         try:
-            mlflow.end_run(status=status)
-        except Exception as e:
-            warnings.warn(f"MLflow end_run failed: {e}", stacklevel=2)
-        del active
+            yield opened
+        except BaseException:
+            status = "FAILED"
+            raise
+        finally:
+            opened.end(status)
