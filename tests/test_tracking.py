@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -219,6 +220,65 @@ def test_an_unwritable_sqlite_store_costs_seconds_and_one_line(case, tmp_path):
     assert (
         "is read-only" in lines[0] if case == "read-only-file" else "permission denied" in lines[0]
     )
+
+
+# ---- runs end, even when their process does not --------------------------------------------------
+def _runs(db: Path) -> dict[str, str]:
+    con = sqlite3.connect(db)
+    rows = dict(con.execute("select name, status from runs"))
+    con.close()
+    return rows
+
+
+def test_a_run_left_running_by_a_dead_process_is_ended_failed(monkeypatch, tmp_path, caplog):
+    import mlflow
+
+    db = tmp_path / "m.db"
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("t")
+    host = socket.gethostname()
+    for name, tags in {
+        "killed": {tracking.HOST_TAG: host, tracking.PID_TAG: gone.stdout.strip()},
+        "alive": {tracking.HOST_TAG: host, tracking.PID_TAG: str(os.getpid())},
+        "elsewhere": {tracking.HOST_TAG: host + "-other", tracking.PID_TAG: gone.stdout.strip()},
+    }.items():
+        client.create_run(exp, run_name=name, tags=tags)
+    with caplog.at_level(logging.INFO, logger="imgae_dx.tracking"):
+        with tracking.start_run("report", make_params(mlflow={"experiment": "t"})) as run:
+            assert run.active
+    assert _runs(db) == {
+        "killed": "FAILED",
+        "alive": "RUNNING",
+        "elsewhere": "RUNNING",
+        "report": "FINISHED",
+    }
+    assert [r.getMessage() for r in caplog.records if "marked FAILED" in r.getMessage()] == [
+        "MLflow: marked FAILED 1 run(s) left RUNNING by a process that is gone: "
+        f"killed (pid {gone.stdout.strip()})"
+    ]
+
+
+def test_sigterm_during_a_stage_ends_its_run_failed_and_exits(monkeypatch, tmp_path):
+    db = tmp_path / "m.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    params = make_params(mlflow={"experiment": "t"})
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(SystemExit) as e:
+        with tracking.start_run("train@ae", params):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs between two bytecodes of the main thread
+                time.sleep(0.05)
+    assert e.value.code == 128 + signal.SIGTERM
+    assert _runs(db) == {"train@ae": "FAILED"}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_http_limits_hold_during_the_stage_only_and_the_environment_wins(monkeypatch, tmp_path):

@@ -17,6 +17,10 @@ A store that is down costs a stage seconds, never minutes (``docs/architecture.m
 - During the stage MLflow's HTTP retries and timeouts are bounded (:data:`HTTP_LIMITS`), the
   log output of MLflow, alembic and SQLAlchemy is silenced, and the first failed call is one
   warning line; a store that stops answering ends logging for the rest of the stage.
+- Every run is tagged with its host and pid (:data:`HOST_TAG`, :data:`PID_TAG`). A run left
+  ``RUNNING`` by a process that is gone (a stage killed by SIGKILL, a crashed machine) is
+  ended ``FAILED`` by the next stage that logs to the same experiment from the same host, and
+  SIGTERM during a stage ends its run ``FAILED`` before the process exits.
 
 The runs go through :class:`mlflow.MlflowClient`, not the fluent ``mlflow.start_run``: no
 process-wide active run or tracking URI that a failed call could leave behind.
@@ -28,9 +32,11 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -70,6 +76,8 @@ HTTP_LIMITS = {
 _QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3")
 #: Default ports of the database servers MLflow can use as a store.
 _DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+HOST_TAG, PID_TAG = "imgae_dx.host", "imgae_dx.pid"
 
 _SERVER_TODO = "start the server or point MLFLOW_TRACKING_URI at a running one"
 _LOCAL_TODO = "make it writable or point MLFLOW_TRACKING_URI elsewhere"
@@ -275,6 +283,27 @@ def _quiet_loggers() -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _sigterm_ends_run() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` in the block, so the run ends ``FAILED`` and the
+    process exits as SIGTERM asked. A handler set by someone else (or SIG_IGN) is kept."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 # ---- runs ----------------------------------------------------------------------------------------
 class Run:
     """A handle over an open MLflow run; a failed call never breaks the stage.
@@ -350,8 +379,51 @@ class Run:
             self._call("set_tags", "log_batch", tags=flat)
 
     def end(self, status: str) -> None:
-        """Mark the run ``status`` (skipped once the store is unreachable)."""
+        """Mark the run ``status``; an unreachable store leaves it to the next start's clean-up."""
         self._call("end", "set_terminated", status)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def end_orphaned_runs(client: Any, experiment_id: str) -> list[str]:
+    """End ``FAILED`` the runs of ``experiment_id`` still ``RUNNING`` whose process (by
+    :data:`HOST_TAG` and :data:`PID_TAG`) is gone from this host; their names."""
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=1000,
+    )
+    ended = []
+    for r in runs:
+        pid = r.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            client.set_terminated(r.info.run_id, "FAILED")
+            ended.append(f"{r.info.run_name} (pid {pid})")
+    return ended
+
+
+def _end_orphaned_runs_quietly(client: Any, experiment_id: str) -> None:
+    """:func:`end_orphaned_runs`, one info line; a clean-up that fails leaves logging on."""
+    try:
+        ended = end_orphaned_runs(client, experiment_id)
+    except Exception as e:
+        log.debug("MLflow: ending orphaned runs failed: %s", _one_line(e))
+        return
+    if ended:
+        log.info(
+            "MLflow: marked FAILED %d run(s) left RUNNING by a process that is gone: %s",
+            len(ended),
+            ", ".join(ended),
+        )
 
 
 def _experiment_id(client: Any, name: str) -> str | Problem:
@@ -391,6 +463,7 @@ def _open(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any]) -> 
         experiment_id = _experiment_id(client, experiment)
         if isinstance(experiment_id, Problem):
             return experiment_id
+        _end_orphaned_runs_quietly(client, experiment_id)
         all_tags = {k: str(v) for k, v in tags.items() if v is not None}
         run = client.create_run(
             experiment_id, run_name=run_name, tags=context_registry.resolve_tags(all_tags)
@@ -402,8 +475,8 @@ def _open(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any]) -> 
 
 @contextlib.contextmanager
 def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Iterator[Run]:
-    """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev);
-    it ends ``FINISHED``, or ``FAILED`` on an exception.
+    """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev,
+    host and pid); it ends ``FINISHED``, or ``FAILED`` on an exception or SIGTERM.
 
     An unusable store is one warning line and an inactive :class:`Run`, or, with
     ``mlflow.required: true``, a :class:`~imgae_dx.errors.UserError` before the block runs.
@@ -417,6 +490,8 @@ def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Ite
         "dvc.exp_name": os.environ.get("DVC_EXP_NAME"),
         "dvc.exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
         "data.source": params.data.source,
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: os.getpid(),
     }
     with contextlib.suppress(ImportError):
         import mlflow  # noqa: F401  (configures its loggers on import: before _quiet_loggers)
@@ -438,7 +513,8 @@ def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Ite
             return
         status = "FINISHED"
         try:
-            yield opened
+            with _sigterm_ends_run():
+                yield opened
         except BaseException:
             status = "FAILED"
             raise
