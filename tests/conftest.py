@@ -4,12 +4,17 @@ Helpers (import them from ``tests.conftest``):
 
 - :data:`TINY_ARCH`, :func:`tiny_model`: tiny CPU-sized settings of every architecture;
 - :func:`phantoms`, :func:`phantoms_uint8`: "chest" phantoms (a bright body, two dark lungs);
-- :func:`make_params`: the repository's params.yaml, with an overlay, validated.
+- :func:`make_params`: the repository's params.yaml, with an overlay, validated;
+- :func:`tiny_workspace`: a copy of the repository with a tiny params.yaml, under git, for
+  tests that run the real ``dvc repro``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,6 +84,62 @@ def make_params(overlay: Mapping[str, Any] | None = None, **dotted: Any):
             nested = {part: nested}
         raw = config.apply_overlay(raw, nested)
     return config.validate(raw)
+
+
+#: A tiny configuration of the whole DAG: 32² images, two short epochs per architecture.
+TINY_RUN = {
+    "data": {
+        "image_size": 32,
+        "max_test_normal": 50,
+        "max_test_abnormal": 50,
+        "synthetic": {"n_patients": 150, "image_size": 64},
+    },
+    "models": ["ae", "vae", "unet", "ra"],
+    "train": {"epochs": 2, "batch_size": 32, "patience": 2, "num_threads": 2},
+    "report": {"bootstrap": 40},
+}
+
+
+def tiny_workspace(ws: Path) -> dict[str, str]:
+    """Copy the repository's tracked and new files (no data, models or reports) into ``ws``
+    with :data:`TINY_RUN` params, commit it, and return the environment to run it in."""
+    from imgae_dx.config import apply_overlay
+
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for f in files:
+        if (REPO / f).is_file() and not f.startswith(("data/", "models/", "reports/")):
+            (ws / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, ws / f)
+    (ws / "dvc.lock").unlink(missing_ok=True)
+    params = apply_overlay(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_RUN)
+    for m in TINY_RUN["models"]:  # the test-wide tiny models, two short epochs each
+        smoke = {**TINY_ARCH[m], "epochs": 2, "max_train_batches_per_epoch": 4}
+        params["arch"][m] = apply_overlay(params["arch"].get(m) or {}, smoke)
+    params["arch"]["ra"]["batch_size"] = 16
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{ws / 'mlflow-test.db'}"
+    for k, v in (("NAME", "ci"), ("EMAIL", "ci@example.invalid")):
+        env.setdefault(f"GIT_AUTHOR_{k}", v)
+        env.setdefault(f"GIT_COMMITTER_{k}", v)
+    for args in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        run_checked(args, ws, env)
+    return env
+
+
+def run_checked(args: list[str], cwd: Path, env: dict, timeout: int = 900):
+    """``subprocess.run`` that fails the test with the command's output if it fails."""
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+            f"{proc.stderr[-4000:]}"
+        )
+    return proc
 
 
 @pytest.fixture(autouse=True)
