@@ -40,7 +40,11 @@ class UserError(Exception):
 # ---- secrets -------------------------------------------------------------------------------------
 _secrets: set[str] = set()
 _lock = threading.Lock()
-_URL_QUERY_RE = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s?#'\"<>]*)\?[^\s'\"<>)\]]*")
+# A URL's query string, up to whitespace, a quote or bracket, or punctuation ending a clause
+# (``:;,.`` followed by a space or the end), which stays.
+_URL_QUERY_RE = re.compile(
+    r"(\b[a-zA-Z][\w+.-]*://[^\s?#'\"<>]*)\?(?:[^\s'\"<>)\]:;,.]|[:;,.](?=[^\s]))*"
+)
 _USERINFO_RE = re.compile(r"(?<=://)[^/\s@]+@")
 
 
