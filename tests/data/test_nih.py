@@ -141,6 +141,47 @@ def test_malformed_data_entry_names_file_line_field(tmp_path, row, field):
     assert str(p) in msg and "line 3" in msg and field in msg
 
 
+MALFORMED = [  # (row, field of the issue); the good rows around them are ROW-like
+    (ROW.replace("Cardiomegaly", "Cardiomegally"), "Finding Labels"),
+    (ROW.replace(",58,", ",old,"), "Patient Age"),
+    (ROW.replace(",M,", ",X,"), "Patient Gender"),
+    (ROW.replace(",PA,", ",LL,"), "View Position"),
+    (ROW.replace(",0,1,", ",zero,1,"), "Follow-up #/Patient ID"),
+    (ROW.replace("00000001_000.png", "1_0.png"), "Image Index"),
+    (ROW.replace("2682", "inf"), "OriginalImage/PixelSpacing"),
+    (ROW + ",extra", "field count"),
+    (ROW, nih.DUPLICATE),  # line 2 holds the same image
+]
+
+
+def test_lenient_read_keeps_good_rows_and_lists_each_bad_one(tmp_path):
+    good = [ROW, ROW.replace("_000", "_001").replace(",0,1,", ",1,1,")]
+    lines = [good[0], *(r for r, _ in MALFORMED), good[1]]
+    p = _write(tmp_path, nih.DATA_ENTRY, "\n".join([nih.DATA_ENTRY_HEADER, *lines]) + "\n")
+    entries, issues = nih.read_data_entry_lenient(p)
+    assert entries["image"].tolist() == ["00000001_000.png", "00000001_001.png"]
+    assert entries["age"].dtype.kind == "i"
+    assert [i.line for i in issues] == list(range(3, 3 + len(MALFORMED)))
+    assert [i.field for i in issues] == [f for _, f in MALFORMED]
+    assert issues[5].image == "1_0.png" and issues[-1].image == "00000001_000.png"
+    for issue in issues:
+        assert issue.message.startswith(f"{p}: line {issue.line}")
+        assert issue.field in issue.message or issue.field in ("field count", nih.DUPLICATE)
+    assert "duplicate of line 2" in issues[-1].message
+    # the strict reader raises the first issue's message
+    with pytest.raises(nih.MetadataError) as e:
+        nih.read_data_entry(p)
+    assert str(e.value) == issues[0].message
+
+
+def test_lenient_read_still_refuses_a_wrong_header_or_no_file(tmp_path):
+    p = _write(tmp_path, nih.DATA_ENTRY, "Image Index;Finding Labels\n" + ROW + "\n")
+    with pytest.raises(nih.MetadataError, match="line 1: unexpected header"):
+        nih.read_data_entry_lenient(p)
+    with pytest.raises(nih.MetadataError, match="file not found"):
+        nih.read_data_entry_lenient(tmp_path / "nothing.csv")
+
+
 def test_malformed_header_and_bbox(tmp_path):
     p = _write(tmp_path, nih.DATA_ENTRY, "Image Index,Finding Labels\n")
     with pytest.raises(nih.MetadataError, match="line 1"):

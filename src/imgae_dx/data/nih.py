@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -87,6 +88,27 @@ IMAGE_RE = re.compile(r"^(\d{8})_(\d{3})\.png$")
 
 class MetadataError(UserError, ValueError):
     """A metadata file does not have the expected format; the message names file, row and field."""
+
+
+#: The ``field`` of a :class:`RowIssue` that repeats an earlier row's Image Index.
+DUPLICATE = "duplicate Image Index"
+
+
+class RowIssue(NamedTuple):
+    """A malformed row of ``Data_Entry_2017.csv``, left out by :func:`read_data_entry_lenient`."""
+
+    line: int
+    image: str  # its Image Index cell as written ("" for an empty row start)
+    field: str  # what is wrong: a column name, "field count" or "duplicate Image Index"
+    message: str  # one line naming file, line and field
+
+
+class RowError(MetadataError):
+    """One malformed data row; ``field`` says what is wrong with it."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
 
 
 def image_name(patient_id: int, follow_up: int) -> str:
@@ -171,9 +193,26 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
     spacing_y``).
 
     Tolerates a trailing empty column (the Kaggle copy has one) and ages written as ``058Y``
-    (older releases). Any malformed row raises :class:`MetadataError` naming file, line and field.
+    (older releases). Any malformed row raises :class:`MetadataError` naming file, line and
+    field; :func:`read_data_entry_lenient` leaves such rows out instead.
     """
-    path = Path(path)
+    entries, _ = _read_data_entry(Path(path), lenient=False)
+    return entries
+
+
+def read_data_entry_lenient(path: str | os.PathLike) -> tuple[pd.DataFrame, list[RowIssue]]:
+    """:func:`read_data_entry` that leaves malformed rows out: ``(good rows, their issues)``.
+
+    A row is malformed when it has the wrong number of fields, an unknown label, a non-integer
+    id, a bad age, sex, view or size, or repeats an Image Index (the first row is kept). Each
+    issue's message is the error the strict reader raises. A missing file or a wrong header
+    still raises: then nothing can be read.
+    """
+    return _read_data_entry(Path(path), lenient=True)
+
+
+def _data_entry_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The non-empty data rows of Data_Entry_2017.csv as ``(line, fields)``, header checked."""
     if not path.is_file():
         raise MetadataError(f"{path}: file not found (expected NIH {DATA_ENTRY})")
     rows = _sniff_lines(path)
@@ -184,26 +223,41 @@ def read_data_entry(path: str | os.PathLike) -> pd.DataFrame:
         raise MetadataError(
             f"{path}: line 1: unexpected header {','.join(header)!r}; expected {DATA_ENTRY_HEADER!r}"
         )
-    recs = [
-        _entry(path, lineno, _strip_trailing_empty(row, 11))
+    return [
+        (lineno, _strip_trailing_empty(row, 11))
         for lineno, row in enumerate(rows[1:], start=2)
         if row and any(c.strip() for c in row)
     ]
-    df = pd.DataFrame.from_records(recs, columns=ENTRY_COLUMNS)
-    dup = df["image"][df["image"].duplicated()]
-    if len(dup):
-        raise MetadataError(f"{path}: duplicate Image Index {dup.iloc[0]!r}")
-    return df
+
+
+def _read_data_entry(path: Path, lenient: bool) -> tuple[pd.DataFrame, list[RowIssue]]:
+    recs, issues, first_line = [], [], {}
+    for lineno, row in _data_entry_rows(path):
+        try:
+            rec = _entry(path, lineno, row)
+            if rec[0] in first_line:
+                where, why = f"{path}: line {lineno} ({rec[0]})", f"line {first_line[rec[0]]}"
+                raise RowError(f"{where}: Image Index {rec[0]!r}: duplicate of {why}", DUPLICATE)
+        except RowError as e:
+            if not lenient:
+                raise
+            issues.append(RowIssue(lineno, row[0].strip() if row else "", e.field, str(e)))
+            continue
+        first_line[rec[0]] = lineno
+        recs.append(rec)
+    return pd.DataFrame.from_records(recs, columns=ENTRY_COLUMNS), issues
 
 
 def _entry(path: Path, lineno: int, row: list[str]) -> tuple:
     """One row of Data_Entry_2017.csv, checked and typed (a tuple in ENTRY_COLUMNS order)."""
     if len(row) != 11:
-        raise MetadataError(f"{path}: line {lineno}: expected 11 fields, got {len(row)}: {row!r}")
+        raise RowError(
+            f"{path}: line {lineno}: expected 11 fields, got {len(row)}: {row!r}", "field count"
+        )
     name, labels, fu, pid, age, sex, view, w, h, sx, sy = (c.strip() for c in row)
 
-    def bad(field: str, value: str, why: str) -> MetadataError:
-        return MetadataError(f"{path}: line {lineno} ({name}): {field} {value!r}: {why}")
+    def bad(field: str, value: str, why: str) -> RowError:
+        return RowError(f"{path}: line {lineno} ({name}): {field} {value!r}: {why}", field)
 
     try:
         p_from_name, _ = parse_image_name(name)
@@ -229,7 +283,7 @@ def _entry(path: Path, lineno: int, row: list[str]) -> tuple:
         raise bad("View Position", view, "expected PA or AP")
     try:
         wi, hi, sxf, syf = int(float(w)), int(float(h)), float(sx), float(sy)
-    except ValueError as e:
+    except (ValueError, OverflowError) as e:  # OverflowError: int(float("inf"))
         raise bad("OriginalImage/PixelSpacing", f"{w},{h},{sx},{sy}", "not numeric") from e
     return (name, labels, fu_i, pid_i, age_i, sex, view, wi, hi, sxf, syf)
 
