@@ -126,6 +126,9 @@ class DataParams(_Block):
     max_val: PositiveInt | None = None
     max_test_normal: PositiveInt | None = None
     max_test_abnormal: PositiveInt | None = None
+    # split and prepare fail when they exclude more than this fraction of what they read
+    # (malformed metadata rows; missing or undecodable images): docs/architecture.md, "Bad data"
+    max_bad_fraction: Probability = 0.01
     kaggle: KaggleParams = KaggleParams()
     local: LocalParams = LocalParams()
     synthetic: SyntheticParams = SyntheticParams()

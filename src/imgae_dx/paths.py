@@ -12,8 +12,8 @@ from pathlib import Path
 CHECKED = Path("data/.checked")  # check: a fixed line, written once params.yaml passed
 RAW = Path("data/raw")  # fetch: an NIH-format mirror (only fetch writes it)
 CACHE = Path("data/.cache")  # fetch: verified downloads and extracted members, kept across runs
-SPLIT = Path("data/split")  # split: {train,val,test}.csv, boxes.csv, summary.json
-PREPARED = Path("data/prepared")  # prepare: {train,val,test}.npy uint8 arrays, boxes.csv
+SPLIT = Path("data/split")  # split: {train,val,test}.csv, boxes.csv, summary.json, issues.csv
+PREPARED = Path("data/prepared")  # prepare: {train,val,test}.{npy,csv}, boxes.csv, issues.csv
 MODELS = Path("models")  # train: <arch>.pt
 RESUME = MODELS / ".resume"  # train: the per-epoch checkpoint of an unfinished run
 REPORTS = Path("reports")
@@ -31,13 +31,21 @@ def manifest(split: str) -> Path:
 
 
 def prepared(split: str) -> Path:
-    """``data/prepared/<split>.npy``: uint8 (N, S, S) in manifest order."""
+    """``data/prepared/<split>.npy``: uint8 (N, S, S), rows of :func:`prepared_manifest`."""
     return PREPARED / f"{split}.npy"
+
+
+def prepared_manifest(split: str) -> Path:
+    """``data/prepared/<split>.csv``: the manifest rows prepare kept, one per row of the array."""
+    return PREPARED / f"{split}.csv"
 
 
 SPLIT_BOXES = SPLIT / "boxes.csv"  # test boxes in original pixels
 PREPARED_BOXES = PREPARED / "boxes.csv"  # the same boxes in prepared pixels
 SUMMARY = SPLIT / "summary.json"
+SPLIT_ISSUES = SPLIT / "issues.csv"  # split: the malformed metadata rows it left out
+PREPARED_ISSUES = PREPARED / "issues.csv"  # prepare: the images it repaired or left out
+DATA_ISSUES = REPORTS / "data_issues.csv"  # report: both issues files, one table
 
 
 def model(arch: str) -> Path:

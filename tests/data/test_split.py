@@ -123,3 +123,71 @@ def test_summary_counts():
     assert s["n_train"] == len(sel.train)
     assert s["n_test_normal"] + s["n_test_abnormal"] == len(sel.test)
     assert sum(s["by_view"]["test"].values()) == len(sel.test)
+
+
+def _raw_with_bad_rows(root) -> tuple[pd.DataFrame, list[str]]:
+    """A mirror (metadata only) whose Data_Entry_2017.csv ends with three malformed rows:
+    an unknown label, a repeated image (with other findings) and a row one field short."""
+    entries = _entries(60)
+    raw = root / "data/raw"
+    raw.mkdir(parents=True)
+    nih.write_data_entry(entries, raw / nih.DATA_ENTRY)
+    first = entries.iloc[0]
+    bad = [
+        "00030000_000.png,Tumour,0,30000,40,F,PA,2048,2048,0.143,0.143",
+        f"{first.image},Mass,{first.follow_up},{first.patient_id},40,F,AP,2048,2048,0.143,0.143",
+        "00030001_000.png,No Finding,0,30001,40,F,PA,2048,2048,0.143",
+    ]
+    with open(raw / nih.DATA_ENTRY, "a", encoding="utf-8") as fh:
+        fh.write("".join(f"{r}\n" for r in bad))
+    return entries, bad
+
+
+def test_split_stage_leaves_malformed_rows_out_and_lists_them(tmp_path, monkeypatch):
+    from imgae_dx.data.split import load_metadata_lenient
+    from imgae_dx.pipeline.split import split
+    from tests.conftest import make_params
+
+    entries, _ = _raw_with_bad_rows(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    meta, _ = load_metadata_lenient("data/raw")  # what fetch selects from
+    pd.testing.assert_frame_equal(meta.entries, entries)
+    summary = split(make_params(**{"data.max_bad_fraction": 0.05}))
+    issues = pd.read_csv("data/split/issues.csv", keep_default_na=False)
+    n = len(entries)
+    assert issues["line"].tolist() == [n + 2, n + 3, n + 4]
+    assert issues["image"].tolist() == ["00030000_000.png", entries.image[0], "00030001_000.png"]
+    assert issues["problem"].tolist() == [
+        "malformed row: Finding Labels",
+        "duplicate row",
+        "malformed row: field count",
+    ]
+    assert set(issues["stage"]) == {"split"} and set(issues["action"]) == {"excluded"}
+    assert set(issues["split"]) == {""}
+    assert (
+        f"data/raw/{nih.DATA_ENTRY}: line {n + 2} (00030000_000.png): Finding Labels"
+        in (issues["reason"][0])
+    )
+    manifests = pd.concat(pd.read_csv(f"data/split/{s}.csv") for s in ("train", "val", "test"))
+    assert not {"00030000_000.png", "00030001_000.png"} & set(manifests["image"])
+    row = manifests[manifests["image"] == entries.image[0]]  # the first row of the image wins
+    assert row[["findings", "view"]].values.tolist() == [[entries.findings[0], entries.view[0]]]
+    assert summary["n_train"] + summary["n_val"] > 0
+
+
+def test_split_stage_fails_above_the_limit_after_listing(tmp_path, monkeypatch):
+    from imgae_dx.data.issues import BadDataError
+    from imgae_dx.pipeline.split import split
+    from tests.conftest import make_params
+
+    entries, bad = _raw_with_bad_rows(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadDataError) as e:
+        split(make_params(**{"data.max_bad_fraction": 0.01}))
+    n = len(entries) + len(bad)
+    assert str(e.value).startswith(
+        f"data/split/issues.csv: 3 of {n} rows of data/raw/{nih.DATA_ENTRY} excluded"
+    )
+    assert "data.max_bad_fraction = 0.01" in str(e.value) and "\n" not in str(e.value)
+    assert len(pd.read_csv("data/split/issues.csv")) == 3
+    assert not any((tmp_path / "data/split").glob("t*.csv"))  # no manifests from bad metadata

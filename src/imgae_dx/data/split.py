@@ -221,10 +221,23 @@ class Metadata(NamedTuple):
 def load_metadata(raw_dir: str | Path) -> Metadata:
     """Read the NIH metadata files of a mirror: entries, train_val list, test list, boxes.
 
-    The two lists and the box file are optional (``None`` / empty frame when absent).
+    The two lists and the box file are optional (``None`` / empty frame when absent). A
+    malformed row raises :class:`~imgae_dx.data.nih.MetadataError`.
     """
     raw_dir = Path(raw_dir)
-    entries = nih.read_data_entry(raw_dir / nih.DATA_ENTRY)
+    return _with_lists(raw_dir, nih.read_data_entry(raw_dir / nih.DATA_ENTRY))
+
+
+def load_metadata_lenient(raw_dir: str | Path) -> tuple[Metadata, list[nih.RowIssue]]:
+    """:func:`load_metadata` without the malformed rows of ``Data_Entry_2017.csv``, and those
+    rows (:func:`~imgae_dx.data.nih.read_data_entry_lenient`): what ``fetch`` and ``split``
+    read, so both select the same images."""
+    raw_dir = Path(raw_dir)
+    entries, issues = nih.read_data_entry_lenient(raw_dir / nih.DATA_ENTRY)
+    return _with_lists(raw_dir, entries), issues
+
+
+def _with_lists(raw_dir: Path, entries: pd.DataFrame) -> Metadata:
     tv = raw_dir / nih.TRAIN_VAL_LIST
     te = raw_dir / nih.TEST_LIST
     train_val = nih.read_image_list(tv) if tv.exists() else None

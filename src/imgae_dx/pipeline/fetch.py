@@ -17,11 +17,12 @@ def fetch(params: Params) -> dict[str, Any]:
     """Fill ``data/raw`` from ``data.source``, swapped in atomically once complete.
 
     Sources that transfer data ask ``select`` which images the split needs, so they fetch
-    nothing more.
+    nothing more. Malformed metadata rows are left out as ``split`` leaves them out (``split``
+    lists them and applies ``data.max_bad_fraction``).
     """
 
     def select(metadata_dir: Path) -> list[str]:
-        meta = splitlib.load_metadata(metadata_dir)
+        meta, _ = splitlib.load_metadata_lenient(metadata_dir)
         return splitlib.select(meta, params.data, params.seed).images()
 
     t0 = time.time()

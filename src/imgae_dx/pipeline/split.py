@@ -6,15 +6,19 @@ from typing import Any
 
 from imgae_dx import paths
 from imgae_dx.config import Params
+from imgae_dx.data import nih
 from imgae_dx.data import split as splitlib
+from imgae_dx.data.issues import Issue, check_fraction, issues_frame
 from imgae_dx.data.samples import samples_figure
 from imgae_dx.io import write_csv, write_json
 
 
 def split(params: Params) -> dict[str, Any]:
-    """``split``: manifests, test boxes, a summary and a figure of sample images."""
+    """``split``: manifests, test boxes, a summary, a figure of sample images, and the
+    malformed metadata rows left out (``data/split/issues.csv``; fails above
+    ``data.max_bad_fraction`` of the rows, once that file is written)."""
     source = params.data.source
-    meta = splitlib.load_metadata(paths.RAW)
+    meta = _metadata(params.data.max_bad_fraction)
     sel = splitlib.select(meta, params.data, params.seed)
     boxes = meta.boxes[meta.boxes["image"].isin(set(sel.test["image"]))]
     boxes = boxes.sort_values(["image", "finding"])
@@ -32,3 +36,19 @@ def split(params: Params) -> dict[str, Any]:
         title=f"{source} data: sample test images",
     )
     return summary
+
+
+def _metadata(max_bad_fraction: float) -> splitlib.Metadata:
+    """The mirror's metadata without its malformed ``Data_Entry_2017.csv`` rows, which go to
+    ``data/split/issues.csv``."""
+    meta, bad = splitlib.load_metadata_lenient(paths.RAW)
+    write_csv(paths.SPLIT_ISSUES, issues_frame(_row_issue(r) for r in bad))
+    n_rows = len(meta.entries) + len(bad)
+    what = f"rows of {paths.RAW / nih.DATA_ENTRY}"
+    check_fraction(len(bad), n_rows, max_bad_fraction, what=what, issues_path=paths.SPLIT_ISSUES)
+    return meta
+
+
+def _row_issue(row: nih.RowIssue) -> Issue:
+    problem = "duplicate row" if row.field == nih.DUPLICATE else f"malformed row: {row.field}"
+    return Issue("split", "", row.image, row.line, "excluded", problem, row.message)
