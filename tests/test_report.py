@@ -84,7 +84,7 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
     images[label == 1, 4:8, 4:8] = 255  # a bright "lesion"
     (root / "data/split").mkdir(parents=True)
     (root / "data/prepared").mkdir(parents=True)
-    test.to_csv(root / "data/split/test.csv", index=False)
+    test.to_csv(root / "data/prepared/test.csv", index=False)
     np.save(root / "data/prepared/test.npy", images)
     boxed = test.index[(test["label"] == 1) & (test.index % 2 == 0)]
     boxes = pd.DataFrame(

@@ -13,6 +13,7 @@ from imgae_dx import paths, tracking
 from imgae_dx.checkpoint import load_model
 from imgae_dx.config import Params
 from imgae_dx.device import inference_device
+from imgae_dx.errors import UserError
 from imgae_dx.inference import ScoreMethod, make_lpips_fn, score_images, score_method
 from imgae_dx.io import write_csv, write_npz
 
@@ -52,13 +53,14 @@ def score(params: Params, arch: str) -> dict[str, Any]:
 
 
 def _split_images(name: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """The manifest of split ``name`` and its prepared images (memory-mapped), checked to match."""
-    manifest = pd.read_csv(paths.manifest(name))
+    """The prepared images of split ``name`` (memory-mapped) and the manifest of exactly those
+    images (``data/prepared/<split>.csv``), checked to match."""
+    manifest = pd.read_csv(paths.prepared_manifest(name))
     images = np.load(paths.prepared(name), mmap_mode="r")
     if len(images) != len(manifest):
-        raise ValueError(
-            f"{paths.prepared(name)}: {len(images)} images but {paths.manifest(name)} has "
-            f"{len(manifest)} rows: rerun `dvc repro prepare`"
+        raise UserError(
+            f"{paths.prepared(name)}: {len(images)} images but {paths.prepared_manifest(name)} "
+            f"has {len(manifest)} rows: rerun `dvc repro prepare`"
         )
     return manifest, images
 

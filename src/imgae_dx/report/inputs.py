@@ -1,7 +1,9 @@
 """Gathering the report's inputs: the outputs of the split, prepare, train and score stages.
 
 Every path comes from :mod:`imgae_dx.paths`, relative to the repository ``root``. Only the score
-tables are required; a missing optional input leaves its table or figure "not available".
+tables are required; a missing optional input leaves its table or figure "not available". The
+test images and their manifest are prepare's (``data/prepared/test.{npy,csv}``), so they hold
+exactly the images that were scored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from imgae_dx import paths
+from imgae_dx.errors import UserError
 
 
 @dataclass
@@ -71,17 +74,18 @@ def _read_ids_csv(path: Path) -> pd.DataFrame:
 
 
 def _test_set(root: Path) -> tuple[pd.DataFrame | None, np.ndarray | None]:
-    """The test manifest and, when both exist, the prepared test images in its row order."""
-    if not (root / paths.manifest("test")).is_file():
+    """The prepared test manifest and, when both exist, the prepared test images in its row
+    order."""
+    if not (root / paths.prepared_manifest("test")).is_file():
         return None, None
-    manifest = _read_ids_csv(root / paths.manifest("test"))
+    manifest = _read_ids_csv(root / paths.prepared_manifest("test"))
     if not (root / paths.prepared("test")).is_file():
         return manifest, None
     images = np.load(root / paths.prepared("test"), allow_pickle=False)
     if len(images) != len(manifest):
-        raise ValueError(
+        raise UserError(
             f"{paths.prepared('test')} has {len(images)} images, "
-            f"{paths.manifest('test')} {len(manifest)} rows"
+            f"{paths.prepared_manifest('test')} {len(manifest)} rows: rerun `dvc repro prepare`"
         )
     return manifest, images
 
