@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from imgae_dx import config, report
+from imgae_dx.cli import compare_metrics
+from imgae_dx.data.issues import ISSUE_COLUMNS, Issue, issues_frame
 from imgae_dx.io import write_npz
 from imgae_dx.report import caveats, results
 
@@ -86,6 +88,8 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
     (root / "data/prepared").mkdir(parents=True)
     test.to_csv(root / "data/prepared/test.csv", index=False)
     np.save(root / "data/prepared/test.npy", images)
+    for rel in ("data/split/issues.csv", "data/prepared/issues.csv"):  # no data issues
+        issues_frame([]).to_csv(root / rel, index=False)
     boxed = test.index[(test["label"] == 1) & (test.index % 2 == 0)]
     boxes = pd.DataFrame(
         {
@@ -202,11 +206,13 @@ def test_metrics_json_contract(built):
     assert m == result
     assert m["data"] == {
         "source": "synthetic",
-        "n_train": 200,
+        "n_train": 50,  # the prepared array's images, not summary.json's 200
         "n_val": 30,
         "n_test_normal": 34,
         "n_test_abnormal": 26,
         "n_test_patients": 30,
+        "n_repaired": 0,
+        "n_excluded": 0,
     }
     assert m["bootstrap"] == {"unit": "patient", "resamples": 40, "seed": 0}
     for arch in MODELS:
@@ -444,6 +450,7 @@ def test_report_markdown_has_every_section(built):
     for heading in [
         "## 1. Setup",
         "### Data",
+        "### Data issues",
         "### Test set by view",
         "### Test abnormal images by finding",
         "### Scoring",
@@ -470,6 +477,64 @@ def test_report_markdown_has_every_section(built):
     assert "`arch.vae" not in md  # only the reported models' parameters
     assert "not available" not in md  # every table is filled on a complete run
     assert "nan" not in md.lower().replace("nonan", "")
+
+
+def test_no_data_issue_is_one_line_and_an_empty_table(built):
+    root, result = built
+    md = (root / "reports/report.md").read_text()
+    section = md.split("### Data issues\n\n")[1].split("\n\n")[0]
+    assert section.startswith("None: every metadata row and image was used as it is")
+    assert "\n" not in section and "Excluded data" not in md
+    assert (root / "reports/data_issues.csv").read_text() == ",".join(ISSUE_COLUMNS) + "\n"
+
+
+def test_data_issues_are_counted_listed_and_compared(tmp_path):
+    make_fake_pipeline(tmp_path, seed=3)
+    row7 = "data/raw/Data_Entry_2017.csv: line 7 (00000099_000.png): Patient Age 'x': not an age"
+    split_issue = Issue(
+        "split", "", "00000099_000.png", 7, "excluded", "malformed row: Patient Age", row7
+    )
+    jpeg = "data/raw/images_001/images/00000001_000.png: "
+    prepared = [
+        ("test", "00000001_000.png", "repaired", "not a PNG", jpeg + "not a PNG: JPEG data"),
+        ("test", "00000001_000.png", "repaired", "not grayscale", jpeg + "mode RGB converted"),
+        ("train", "00000200_000.png", "repaired", "16-bit", "x.png: 16-bit, scaled"),
+        ("val", "00000300_000.png", "excluded", "undecodable", "y.png: cannot decode: truncated"),
+        ("test", "00000400_000.png", "excluded", "missing file", "z.png: missing file"),
+    ]
+    prepared = [Issue("prepare", sp, im, None, a, p, r) for sp, im, a, p, r in prepared]
+    issues_frame([split_issue]).to_csv(tmp_path / "data/split/issues.csv", index=False)
+    issues_frame(prepared).to_csv(tmp_path / "data/prepared/issues.csv", index=False)
+    inputs = report.load_inputs(tmp_path, MODELS)
+    m = report.make_report(inputs, _config(bootstrap=10), out_dir=tmp_path / "reports")
+    assert (m["data"]["n_repaired"], m["data"]["n_excluded"]) == (2, 3)  # two images repaired
+    listed = pd.read_csv(tmp_path / "reports/data_issues.csv", keep_default_na=False)
+    assert listed["image"].tolist() == [split_issue.image] + [i.image for i in prepared]
+    assert listed["line"].tolist() == ["7", "", "", "", "", ""]
+    assert listed["reason"].tolist()[:2] == [split_issue.reason, prepared[0].reason]
+    md = (tmp_path / "reports/report.md").read_text()
+    assert "2 image(s) repaired, 3 metadata row(s) or image(s) excluded" in md
+    for row in [
+        "| split | — | excluded | malformed row: Patient Age | 1 |",
+        "| prepare | test | repaired | not a PNG | 1 |",
+        "| prepare | test | repaired | not grayscale | 1 |",
+        "| prepare | train | repaired | 16-bit | 1 |",
+        "| prepare | val | excluded | undecodable | 1 |",
+    ]:
+        assert row in md, row
+    assert "**Excluded data.** 3 metadata row(s) or image(s)" in md
+    # imgae-dx check-metrics compares every data.* key of the committed file
+    before = json.loads((tmp_path / "reports/metrics.json").read_text())
+    clean = copy.deepcopy(before)
+    clean["data"].update(n_repaired=0, n_excluded=0)
+    assert compare_metrics(before, before, 0.0) == []
+    assert compare_metrics(clean, before, 0.0) == [
+        "data.n_repaired: committed 0, reproduced 2",
+        "data.n_excluded: committed 0, reproduced 3",
+    ]
+    older = copy.deepcopy(before)  # a metrics.json from before these keys existed
+    del older["data"]["n_repaired"], older["data"]["n_excluded"]
+    assert compare_metrics(older, before, 0.0) == []
 
 
 def test_deterministic_outputs(built, tmp_path):

@@ -25,6 +25,7 @@ from imgae_dx.report.results import (
     Composition,
     DataSummary,
     FindingCount,
+    IssueCount,
     Scored,
     Training,
     TrainingResult,
@@ -66,18 +67,46 @@ def boxes_by_image(boxes: pd.DataFrame | None) -> Boxes:
     return out
 
 
-# ---- the test set --------------------------------------------------------------------------------
-def data_summary(source: str, summary: Mapping, ref: pd.DataFrame, n_val: int) -> DataSummary:
+# ---- the data -------------------------------------------------------------------------------------
+def data_summary(
+    source: str,
+    summary: Mapping,
+    ref: pd.DataFrame,
+    n_val: int,
+    n_prepared: Mapping[str, int] | None = None,
+    issues: pd.DataFrame | None = None,
+) -> DataSummary:
+    """Images per split: the prepared arrays' counts (what was trained and scored), else the
+    split's summary; and the data issues' counts (None without the issues files)."""
+    n_prepared = n_prepared or {}
     return DataSummary(
         source=source,
-        n_train=summary.get("n_train"),
-        n_val=summary.get("n_val", n_val),
+        n_train=n_prepared.get("train", summary.get("n_train")),
+        n_val=n_prepared.get("val", summary.get("n_val", n_val)),
         n_test_normal=int((ref["label"] == 0).sum()),
         n_test_abnormal=int((ref["label"] == 1).sum()),
         n_test_patients=int(ref["patient_id"].nunique()) if "patient_id" in ref else None,
+        n_repaired=None if issues is None else _n_repaired(issues),
+        n_excluded=None if issues is None else int((issues["action"] == "excluded").sum()),
     )
 
 
+def _n_repaired(issues: pd.DataFrame) -> int:
+    """Images with at least one repair (a JPEG in colour has two)."""
+    repaired = issues[issues["action"] == "repaired"]
+    return int(len(repaired[["split", "image"]].drop_duplicates()))
+
+
+def issue_counts(issues: pd.DataFrame | None) -> list[IssueCount] | None:
+    """Issues per stage, split, action and problem, in the order they were found."""
+    if issues is None:
+        return None
+    keys = ["stage", "split", "action", "problem"]
+    counts = issues.groupby(keys, sort=False).size()
+    return [IssueCount(*k, count=int(n)) for k, n in counts.items()]
+
+
+# ---- the test set --------------------------------------------------------------------------------
 def _view_counts(ref: pd.DataFrame) -> list[ViewCount]:
     counts = []
     for v in ordered(ref["view"].tolist(), VIEW_ORDER):
@@ -157,13 +186,15 @@ def analyze(inputs: ReportInputs, params: Params) -> Analysis:
     ref = tests[models[0]]
     base_scores, base_rows = baseline_scores(inputs, ref)
     summary = inputs.summary or {}
+    n_val = len(vals[models[0]])
+    data = data_summary(params.data.source, summary, ref, n_val, inputs.n_prepared, inputs.issues)
     per_model = {
         a: model_result(tests[a], vals[a], inputs.maps.get(a), boxes, rp, unit) for a in models
     }
     return Analysis(
         params=rp,
         unit=unit,
-        data=rounded(data_summary(params.data.source, summary, ref, len(vals[models[0]]))),
+        data=rounded(data),
         composition=composition(ref, boxes),
         models=rounded(per_model),
         baselines=rounded(baselines(base_scores, base_rows, ref, rp, unit)),
@@ -171,4 +202,5 @@ def analyze(inputs: ReportInputs, params: Params) -> Analysis:
         training=rounded(training(inputs, models)),
         scored=Scored(tests, vals, base_scores, boxes),
         summary=dict(summary),
+        issues=issue_counts(inputs.issues),
     )

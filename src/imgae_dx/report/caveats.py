@@ -162,8 +162,19 @@ def thin_localization(an: Analysis) -> str | None:
     )
 
 
+def excluded_data(an: Analysis) -> str | None:
+    if not an.data.n_excluded:
+        return None
+    return (
+        f"**Excluded data.** {an.data.n_excluded} metadata row(s) or image(s) were left out "
+        "(section 1, data issues). If what was lost is not a random sample (one view, one "
+        "site, one finding), the results describe the rest, not the whole set."
+    )
+
+
 CAVEATS: tuple[Callable[[Analysis], str | None], ...] = (
     noisy_labels,
+    excluded_data,
     under_trained,
     synthetic_data,
     view_confounder,

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from imgae_dx import paths
+from imgae_dx.data.issues import read_issues
 from imgae_dx.errors import UserError
 
 
@@ -41,6 +42,8 @@ class ReportInputs:
     train_curves: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     reference_val_mse: float | None = None  # val MSE of predicting the mean training image
+    n_prepared: dict[str, int] = field(default_factory=dict)  # images per prepared array
+    issues: pd.DataFrame | None = None  # split's then prepare's issues; None: a file missing
 
 
 def mean_image_val_mse(train: np.ndarray, val: np.ndarray, chunk: int = 1024) -> float:
@@ -97,6 +100,23 @@ def _reference_val_mse(root: Path) -> float | None:
     return mean_image_val_mse(np.load(train, mmap_mode="r"), np.load(val, mmap_mode="r"))
 
 
+def _prepared_counts(root: Path) -> dict[str, int]:
+    """Images per prepared array (``data/prepared/<split>.npy`` that exist), from the headers."""
+    return {
+        name: len(np.load(root / paths.prepared(name), mmap_mode="r"))
+        for name in paths.SPLITS
+        if (root / paths.prepared(name)).is_file()
+    }
+
+
+def _issues(root: Path) -> pd.DataFrame | None:
+    """The issues of split then prepare, one table; None unless both files exist."""
+    files = [root / paths.SPLIT_ISSUES, root / paths.PREPARED_ISSUES]
+    if not all(f.is_file() for f in files):
+        return None
+    return pd.concat([read_issues(f) for f in files], ignore_index=True)
+
+
 def load_inputs(root: str | os.PathLike, models: Sequence[str]) -> ReportInputs:
     """Read every report input under ``root``; only the score CSVs are required."""
     root = Path(root)
@@ -118,5 +138,6 @@ def load_inputs(root: str | os.PathLike, models: Sequence[str]) -> ReportInputs:
     if (root / paths.SUMMARY).is_file():
         summary = json.loads((root / paths.SUMMARY).read_text())
     return ReportInputs(
-        scores, maps, manifest, images, boxes, curves, summary, _reference_val_mse(root)
-    )
+        scores, maps, manifest, images, boxes, curves, summary, _reference_val_mse(root),
+        _prepared_counts(root), _issues(root),
+    )  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imgae_dx import paths
 from imgae_dx.config import Params
-from imgae_dx.io import write_json, write_text
+from imgae_dx.io import write_csv, write_json, write_text
 from imgae_dx.report import figures
 from imgae_dx.report.analysis import analyze
 from imgae_dx.report.inputs import ReportInputs
@@ -19,8 +19,9 @@ def make_report(
     inputs: ReportInputs, params: Params, out_dir: str | os.PathLike = paths.REPORTS
 ) -> dict:
     """Compute the metrics and write, under ``out_dir``: metrics.json,
-    plots/{roc,pr}/<arch>.csv, figures/{roc,pr,score_dist,gallery,train_curves}.png and
-    report.md. Returns the metrics dict (the contents of metrics.json)."""
+    plots/{roc,pr}/<arch>.csv, figures/{roc,pr,score_dist,gallery,train_curves}.png,
+    report.md and, when the issues files were read, data_issues.csv. Returns the metrics dict
+    (the contents of metrics.json)."""
     out = Path(out_dir)
     an = analyze(inputs, params)
     roc, pr = figures.plot_points(an)
@@ -35,6 +36,8 @@ def make_report(
         samples_figure=samples.as_posix() if (out / samples).is_file() else None,
     )
     result = to_metrics(an)
+    if inputs.issues is not None:
+        write_csv(out / paths.DATA_ISSUES.relative_to(paths.REPORTS), inputs.issues)
     write_text(out / paths.REPORT_MD.relative_to(paths.REPORTS), markdown)
     write_json(out / paths.METRICS.relative_to(paths.REPORTS), result)
     return result

@@ -51,6 +51,31 @@ def _data(an: Analysis) -> Blocks:
     return ["## 1. Setup\n", "### Data\n", table(["split", "images"], rows)]
 
 
+def _data_issues(an: Analysis) -> Blocks:
+    """Repairs and exclusions by kind; ``data_issues.csv`` lists each with its reason."""
+    head = "\n### Data issues\n"
+    if an.issues is None:
+        return [
+            head,
+            "_Not available: data/split/issues.csv or data/prepared/issues.csv is missing._\n",
+        ]
+    if not an.issues:
+        return [
+            head,
+            "None: every metadata row and image was used as it is "
+            "([`data_issues.csv`](data_issues.csv) is empty).\n",
+        ]
+    d = an.data
+    rows = [[c.stage, c.split or DASH, c.action, c.problem, c.count] for c in an.issues]
+    return [
+        head,
+        f"{d.n_repaired} image(s) repaired, {d.n_excluded} metadata row(s) or image(s) excluded; "
+        "[`data_issues.csv`](data_issues.csv) lists each with its reason "
+        '(`docs/architecture.md`, "Bad data").\n',
+        table(["stage", "split", "action", "problem", "count"], rows),
+    ]
+
+
 def _test_by_view(an: Analysis) -> Blocks:
     if an.composition.by_view is None:
         return []
@@ -110,7 +135,8 @@ def _parameters(params: Params) -> Blocks:
 
 
 def setup(an: Analysis, params: Params, samples_figure: str | None) -> Blocks:
-    out = _data(an) + _test_by_view(an) + _test_by_finding(an) + _all_splits(an)
+    out = _data(an) + _data_issues(an) + _test_by_view(an) + _test_by_finding(an)
+    out += _all_splits(an)
     out += _scoring(an) + _parameters(params)
     if samples_figure:
         out.append(f"\n![Sample images]({samples_figure})\n")

@@ -33,6 +33,19 @@ class DataSummary:
     n_test_normal: int
     n_test_abnormal: int
     n_test_patients: int | None
+    n_repaired: int | None = None  # images repaired (16-bit, colour, not a PNG); None: unknown
+    n_excluded: int | None = None  # metadata rows and images left out; None: unknown
+
+
+@dataclass(frozen=True)
+class IssueCount:
+    """Repairs or exclusions of one kind (``reports/data_issues.csv`` lists each one)."""
+
+    stage: str  # split | prepare
+    split: str  # "" for metadata rows
+    action: str  # repaired | excluded
+    problem: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -226,3 +239,4 @@ class Analysis:
     training: Training
     scored: Scored
     summary: dict = field(default_factory=dict)  # data/split/summary.json as written
+    issues: list[IssueCount] | None = None  # None: the issues files are missing

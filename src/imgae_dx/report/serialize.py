@@ -194,6 +194,8 @@ def _data(d: DataSummary) -> dict:
         "n_test_normal": d.n_test_normal,
         "n_test_abnormal": d.n_test_abnormal,
         "n_test_patients": d.n_test_patients,
+        "n_repaired": d.n_repaired,
+        "n_excluded": d.n_excluded,
     }
 
 
