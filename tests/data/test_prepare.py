@@ -186,7 +186,7 @@ def test_prepare_stage_fails_above_the_limit_after_listing(tmp_path, monkeypatch
         prepare(make_params(**{"data.image_size": 16, "data.max_bad_fraction": 0.25}))
     msg = str(e.value)
     assert msg.startswith("data/prepared/issues.csv: 3 of 8 test images of data/split/test.csv")
-    assert "data.max_bad_fraction = 0.25" in msg and "\n" not in msg
+    assert "excluded (37.5 %), more than data.max_bad_fraction = 0.25" in msg and "\n" not in msg
     assert len(pd.read_csv("data/prepared/issues.csv")) == len(BAD)
 
 

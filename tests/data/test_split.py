@@ -188,6 +188,7 @@ def test_split_stage_fails_above_the_limit_after_listing(tmp_path, monkeypatch):
     assert str(e.value).startswith(
         f"data/split/issues.csv: 3 of {n} rows of data/raw/{nih.DATA_ENTRY} excluded"
     )
-    assert "data.max_bad_fraction = 0.01" in str(e.value) and "\n" not in str(e.value)
+    assert f"excluded ({300 / n:.3g} %), more than data.max_bad_fraction = 0.01" in str(e.value)
+    assert "\n" not in str(e.value) and " 0.0 %" not in str(e.value)
     assert len(pd.read_csv("data/split/issues.csv")) == 3
     assert not any((tmp_path / "data/split").glob("t*.csv"))  # no manifests from bad metadata

@@ -72,6 +72,6 @@ def check_fraction(
         return
     raise BadDataError(
         f"{issues_path}: {n_excluded} of {n_total} {what} excluded "
-        f"({100 * n_excluded / n_total:.1f} %), more than data.max_bad_fraction = {limit}: "
+        f"({100 * n_excluded / n_total:.3g} %), more than data.max_bad_fraction = {limit}: "
         "read that file and fix what it lists, or raise data.max_bad_fraction in params.yaml"
     )
