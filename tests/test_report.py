@@ -497,7 +497,7 @@ def test_data_issues_are_counted_listed_and_compared(tmp_path):
     jpeg = "data/raw/images_001/images/00000001_000.png: "
     prepared = [
         ("test", "00000001_000.png", "repaired", "not a PNG", jpeg + "not a PNG: JPEG data"),
-        ("test", "00000001_000.png", "repaired", "not grayscale", jpeg + "mode RGB converted"),
+        ("test", "00000001_000.png", "repaired", "not 8-bit grayscale", jpeg + "mode RGB"),
         ("train", "00000200_000.png", "repaired", "16-bit", "x.png: 16-bit, scaled"),
         ("val", "00000300_000.png", "excluded", "undecodable", "y.png: cannot decode: truncated"),
         ("test", "00000400_000.png", "excluded", "missing file", "z.png: missing file"),
@@ -517,7 +517,7 @@ def test_data_issues_are_counted_listed_and_compared(tmp_path):
     for row in [
         "| split | — | excluded | malformed row: Patient Age | 1 |",
         "| prepare | test | repaired | not a PNG | 1 |",
-        "| prepare | test | repaired | not grayscale | 1 |",
+        "| prepare | test | repaired | not 8-bit grayscale | 1 |",
         "| prepare | train | repaired | 16-bit | 1 |",
         "| prepare | val | excluded | undecodable | 1 |",
     ]:

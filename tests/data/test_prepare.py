@@ -41,7 +41,7 @@ def test_load_image_handles_rgba_and_16_bit(tmp_path):
     Image.fromarray(rgba, mode="RGBA").save(p)
     img, size, repairs = load_image(p, 16)
     assert img.shape == (16, 16) and size == (64, 64) and abs(int(img.mean()) - 200) <= 1
-    assert repairs == (("not grayscale", f"{p}: mode RGBA converted to 8-bit grayscale"),)
+    assert repairs == (("not 8-bit grayscale", f"{p}: mode RGBA converted to 8-bit grayscale"),)
     a16 = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
     p16 = tmp_path / "b.png"
     Image.fromarray(a16).save(p16)
@@ -55,7 +55,7 @@ def test_load_image_handles_rgba_and_16_bit(tmp_path):
 BAD = {
     1: ("repaired", "not a PNG", "not a PNG: JPEG data (lossy compression), decoded as it is"),
     2: ("repaired", "16-bit", "16-bit (mode I;16) scaled to 8-bit by its maximum 4000"),
-    3: ("repaired", "not grayscale", "mode RGBA converted to 8-bit grayscale"),
+    3: ("repaired", "not 8-bit grayscale", "mode RGBA converted to 8-bit grayscale"),
     4: ("excluded", "undecodable", "cannot decode: image file is truncated"),
     5: ("excluded", "missing file", "missing file"),
     6: ("excluded", "undecodable", "cannot decode: cannot identify image file"),

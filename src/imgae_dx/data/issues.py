@@ -10,6 +10,7 @@ first and then fails, with one line naming that file, when it excluded more than
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -52,7 +53,7 @@ def issues_frame(issues: Iterable[Issue]) -> pd.DataFrame:
     return df
 
 
-def read_issues(path) -> pd.DataFrame:
+def read_issues(path: str | os.PathLike) -> pd.DataFrame:
     """An issues file as written by a stage (empty strings stay strings)."""
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ISSUE_COLUMNS if c not in df.columns]
@@ -62,7 +63,7 @@ def read_issues(path) -> pd.DataFrame:
 
 
 def check_fraction(
-    n_excluded: int, n_total: int, limit: float, *, what: str, issues_path: object
+    n_excluded: int, n_total: int, limit: float, *, what: str, issues_path: str | os.PathLike
 ) -> None:
     """Raise :class:`BadDataError` when ``n_excluded / n_total`` exceeds ``limit``.
 

@@ -72,7 +72,7 @@ def _convert(im: Image.Image, image_size: int, where: str) -> Decoded:
         im = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
     elif im.mode != "L":
         why = f"mode {im.mode} converted to 8-bit grayscale"
-        repairs.append(("not grayscale", f"{where}: {why}"))
+        repairs.append(("not 8-bit grayscale", f"{where}: {why}"))
         im = im.convert("L")
     if im.size != (image_size, image_size):
         im = im.resize((image_size, image_size), Image.Resampling.BOX)
