@@ -5,28 +5,52 @@
 # by accident; on a CUDA workstation set it to your build, e.g.
 #   make repro TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
 # (an already installed torch in .venv is kept: the project's requirement is a range).
+# Everything else comes from requirements.lock, resolved by uv (`make lock` refreshes it), so
+# two runs of the same commit get the same packages; uv installs it in seconds, and plain pip
+# installs the same file where uv cannot be had.
 
 VENV       ?= .venv
 PYTHON     ?= python3
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 PY         := $(VENV)/bin/python
+UV         := $(VENV)/bin/uv
+LOCK       := requirements.lock
+UV_SPEC    ?= uv>=0.5
 STAMP      := $(VENV)/.imgae-dx-installed
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: repro test lint format env clean-venv
+.PHONY: repro test lint format env lock clean-venv
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || { echo ">> installing $(TORCH_SPEC)"; $(PY) -m pip install -q $(TORCH_SPEC); }
-	@echo ">> installing imgae-dx with dev extras"
-	@$(PY) -m pip install -q -e ".[dev]"
+	@echo ">> installing the locked environment ($(LOCK)) and imgae-dx"
+	@if $(PY) -m pip install -q "$(UV_SPEC)" 2>/dev/null && test -x $(UV); then \
+	  $(UV) pip install -q --python $(PY) -r $(LOCK) && \
+	  $(UV) pip install -q --python $(PY) --no-deps -e . ; \
+	else \
+	  echo ">> uv unavailable: installing with pip"; \
+	  $(PY) -m pip install -q -r $(LOCK) && $(PY) -m pip install -q --no-deps -e . ; \
+	fi
 	@$(PY) -c "import imgae_dx, torch, dvc; print('>> environment ready: torch', torch.__version__)"
 	@touch $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml (dependencies and the dev extra, torch left
+# to TORCH_SPEC), for every platform and Python >= 3.10.
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q "$(UV_SPEC)"
+	@$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] \
+	  if not d.replace(" ", "").startswith("torch")))' \
+	  | $(UV) pip compile - --universal --python-version 3.10 --quiet \
+	      --custom-compile-command "make lock" -o $(LOCK)
+	@echo ">> $(LOCK) written"
 
 repro: $(STAMP)
 	dvc repro
