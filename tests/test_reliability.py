@@ -8,7 +8,8 @@ and says how it ended:
   traceback;
 - ``recovered``: the fault was survived (or cleaned up) by the next run, or undone by the
   documented command (``dvc checkout``);
-- ``repaired``: bad data was repaired and said;
+- ``repaired``: bad data was repaired and listed (``data/prepared/issues.csv``);
+- ``excluded``: bad data was left out and listed;
 - ``degraded``: an optional service failed fast, with one warning line, and the run finished.
 
 After every case all outputs (data, models, reports) must be byte for byte what they were:
@@ -172,6 +173,37 @@ def _dead_tracking_server(ws: Path, env: dict) -> str:
     return "degraded"
 
 
+def _bad_image(split: str, damage: str, action: str, problem: str) -> Callable:
+    """A damaged image in data/raw is repaired or left out by prepare, and listed; the next
+    fetch restores the mirror and prepare its arrays."""
+
+    def run(ws: Path, env: dict) -> str:
+        import pandas as pd
+        from PIL import Image
+
+        from imgae_dx.data import nih
+
+        name = pd.read_csv(ws / f"data/split/{split}.csv")["image"].iloc[0]
+        path = ws / "data/raw" / nih.image_relpath(name)
+        if damage == "jpeg":
+            with Image.open(path) as im:
+                im.convert("L").save(path, format="JPEG")  # the name still says .png
+        else:
+            path.write_bytes(path.read_bytes()[:300])
+        try:
+            run_checked([sys.executable, "stages/prepare.py"], ws, env)
+            issues = pd.read_csv(ws / "data/prepared/issues.csv")
+            row = issues[issues["image"].astype(str).str.contains(name)]
+            assert len(row) == 1, issues
+            assert (row["action"].iloc[0], row["problem"].iloc[0]) == (action, problem), row
+        finally:
+            run_checked([sys.executable, "-m", "dvc", "repro", "-f", "-s", "fetch"], ws, env)
+            run_checked([sys.executable, "stages/prepare.py"], ws, env)
+        return action
+
+    return run
+
+
 CASES = [
     Case("unknown train key", _params_mistake(_set("train.epoch", 3), "train.epoch", "epochs")),
     Case(
@@ -205,6 +237,8 @@ CASES = [
     Case("malformed metrics file", _metrics_file("{not json")),
     Case("killed run's leftovers", _killed_leftovers),
     Case("dead tracking server", _dead_tracking_server),
+    Case("JPEG behind .png", _bad_image("test", "jpeg", "repaired", "not a PNG")),
+    Case("truncated PNG", _bad_image("train", "truncate", "excluded", "undecodable")),
 ]
 
 
