@@ -79,9 +79,9 @@ _DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 HOST_TAG, PID_TAG = "imgae_dx.host", "imgae_dx.pid"
 
-_SERVER_TODO = "start the server or point MLFLOW_TRACKING_URI at a running one"
-_LOCAL_TODO = "make it writable or point MLFLOW_TRACKING_URI elsewhere"
-_AUTH_TODO = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+_SERVER_FIX = "start the server or point MLFLOW_TRACKING_URI at a running one"
+_LOCAL_FIX = "make it writable or point MLFLOW_TRACKING_URI elsewhere"
+_AUTH_FIX = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
 
 
 def tracking_uri() -> str:
@@ -127,19 +127,19 @@ def describe_failure(exc: BaseException) -> Problem:
 
     for e in _causes(exc):
         if isinstance(e, ConnectionRefusedError):
-            return Problem("refused the connection (nothing listens there)", _SERVER_TODO)
+            return Problem("refused the connection (nothing listens there)", _SERVER_FIX)
         if isinstance(e, socket.gaierror):
-            return Problem("host not found", _SERVER_TODO)
+            return Problem("host not found", _SERVER_FIX)
         if isinstance(e, (TimeoutError, requests.exceptions.Timeout)):
-            return Problem("did not answer in time", _SERVER_TODO)
+            return Problem("did not answer in time", _SERVER_FIX)
     for e in _causes(exc):
         if isinstance(e, (requests.exceptions.ConnectionError, ConnectionError)):
-            return Problem("could not be reached (the connection failed)", _SERVER_TODO)
+            return Problem("could not be reached (the connection failed)", _SERVER_FIX)
     status = _http_status(exc)
     if status in (401, 403):
-        return Problem(f"rejected the credentials (HTTP {status})", _AUTH_TODO, False)
+        return Problem(f"rejected the credentials (HTTP {status})", _AUTH_FIX, False)
     if status is not None and (status == 429 or status >= 500):
-        return Problem(f"answered HTTP {status} (failing or overloaded)", _SERVER_TODO)
+        return Problem(f"answered HTTP {status} (failing or overloaded)", _SERVER_FIX)
     if status is not None or "not in a valid JSON format" in str(exc):
         what = f"HTTP {status}" if status is not None else "not JSON"
         return Problem(
@@ -171,13 +171,13 @@ def _writable_dir_problem(path: Path) -> Problem | None:
     """Why MLflow could not create files in ``path`` (created with its parents if missing)."""
     existing = next((d for d in (path, *path.parents) if d.exists()), Path("."))
     if not existing.is_dir():
-        return Problem(f"{existing} is not a directory", _LOCAL_TODO)
+        return Problem(f"{existing} is not a directory", _LOCAL_FIX)
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         return Problem(
-            f"cannot write in {existing} ({(e.strerror or str(e)).lower()})", _LOCAL_TODO
+            f"cannot write in {existing} ({(e.strerror or str(e)).lower()})", _LOCAL_FIX
         )
     return None
 
@@ -188,14 +188,14 @@ def _sqlite_problem(path: Path) -> Problem | None:
     if not path.exists():
         return _writable_dir_problem(path.parent)
     if not path.is_file():
-        return Problem("not a file", _LOCAL_TODO)
+        return Problem("not a file", _LOCAL_FIX)
     if (problem := _writable_dir_problem(path.parent)) is not None:
         return problem  # SQLite writes its journal next to the database
     uri = f"{path.resolve().as_uri()}?mode=rw"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=PROBE_TIMEOUT_S, isolation_level=None)
     except sqlite3.Error as e:
-        return Problem(f"cannot open the file ({e})", _LOCAL_TODO)
+        return Problem(f"cannot open the file ({e})", _LOCAL_FIX)
     try:
         con.execute("SELECT count(*) FROM sqlite_master")
         # A write (the file and its journal next to it), rolled back by close().
@@ -211,8 +211,8 @@ def _sqlite_problem(path: Path) -> Problem | None:
                 "move it away or point MLFLOW_TRACKING_URI elsewhere",
             )
         if "readonly" in msg:
-            return Problem("the file is read-only", _LOCAL_TODO)
-        return Problem(f"cannot write the file ({msg})", _LOCAL_TODO)
+            return Problem("the file is read-only", _LOCAL_FIX)
+        return Problem(f"cannot write the file ({msg})", _LOCAL_FIX)
     finally:
         con.close()
     return None
