@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,12 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from imgae_dx.config import SyntheticParams
+from imgae_dx.config import SyntheticParams, load_params
 from imgae_dx.data import nih, split
 from imgae_dx.data.prepare import image_path, load_image
 from imgae_dx.data.sources import synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ae(image_size: int) -> torch.nn.Module:
@@ -163,22 +164,19 @@ def evaluate(test, scores: np.ndarray, imgs: np.ndarray) -> dict:
     return out
 
 
-def main() -> None:
+SYNTHETIC_KEYS = (
+    "n_patients", "image_size", "seed", "prevalence", "difficulty", "test_fraction", "followups",
+)  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     defaults = SyntheticParams()
     ap.add_argument("--out", type=Path, default=None, help="dataset directory (default: temporary)")
     ap.add_argument("--reuse", action="store_true", help="reuse the dataset already in --out")
-    for k in (
-        "n_patients",
-        "image_size",
-        "seed",
-        "prevalence",
-        "difficulty",
-        "test_fraction",
-        "followups",
-    ):
+    for k in SYNTHETIC_KEYS:
         default = getattr(defaults, k)
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(default), default=default)
     ap.add_argument("--workers", type=int, default=None)
@@ -194,76 +192,68 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--scores", type=Path, default=None, help="also write test scores (CSV) here")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap
 
-    tmp = None
-    if args.out is None:
-        tmp = tempfile.TemporaryDirectory(prefix="calib_synthetic_")
-        args.out = Path(tmp.name)
-    raw = args.out
-    if not args.reuse:
-        t0 = time.time()
-        params = SyntheticParams(
-            n_patients=args.n_patients,
-            image_size=args.image_size,
-            seed=args.seed,
-            prevalence=args.prevalence,
-            difficulty=args.difficulty,
-            test_fraction=args.test_fraction,
-            followups=args.followups,
-            workers=args.workers,
-        )
-        info = synthetic.generate(raw, params)
-        dt = time.time() - t0
-        print(
-            f"generated {info['n_images']} images at {args.image_size}² in {dt:.1f} s "
-            f"({info['n_images'] / dt * 60:.0f} images/min)"
-        )
 
-    entries, tv, te, _ = split.load_metadata(raw)
-    sel = split.make_split(
-        entries,
-        train_val_list=tv,
-        test_list=te,
-        val_fraction=0.1,
-        max_test_normal=600,
-        max_test_abnormal=600,
-        seed=0,
+def _generate(args: argparse.Namespace, raw: Path) -> None:
+    t0 = time.time()
+    params = SyntheticParams(**{k: getattr(args, k) for k in (*SYNTHETIC_KEYS, "workers")})
+    info = synthetic.generate(raw, params)
+    dt = time.time() - t0
+    print(
+        f"generated {info['n_images']} images at {args.image_size}² in {dt:.1f} s "
+        f"({info['n_images'] / dt * 60:.0f} images/min)"
     )
+
+
+def _split(raw: Path) -> split.Selection:
+    """The split the pipeline makes with params.yaml's data block (seed 0)."""
+    data = load_params(ROOT / "params.yaml").data
+    sel = split.select(split.load_metadata(raw), data, seed=0)
     test = sel.test
     print(
         f"split: train {len(sel.train)}  val {len(sel.val)}  test normal "
         f"{int((test.label == 0).sum())}  abnormal {int((test.label == 1).sum())}"
     )
-    t0 = time.time()
-    xtr, xva, xte = (_load(raw, d["image"], args.size) for d in (sel.train, sel.val, test))
-    print(f"decoded in {time.time() - t0:.1f} s")
-    t0 = time.time()
-    if args.trainer == "pipeline":
-        model = train_pipeline(
-            xtr, xva, epochs=args.epochs, seed=args.seed, size=args.size, threads=args.threads
-        )
-    else:
-        model = train_ae(xtr, xva, epochs=args.epochs, seed=args.seed, size=args.size)
-    print(f"trained in {time.time() - t0:.1f} s")
-    scores = _residual(model, _tensor(xte))
-    res = evaluate(test, scores, xte)
-    if args.scores:
-        test.assign(score=scores).to_csv(args.scores, index=False)
+    return sel
 
+
+def _print_results(res: dict) -> None:
     print(f"\npooled AUROC (ae, mean squared residual): {res['pooled']:.3f}")
     print("trivial baselines: " + "  ".join(f"{k} {v:.3f}" for k, v in res["trivial"].items()))
     print("by view: " + "  ".join(f"{k} {v:.3f}" for k, v in res["by_view"].items()))
     print("by finding (vs normals):")
     for lab, (auc, n) in sorted(res["by_finding"].items(), key=lambda kv: -kv[1][0]):
         print(f"  {lab:<20s} {auc:.3f}  (n={n})")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
-    if tmp is not None:
-        tmp.cleanup()
-    os.sys.stdout.flush()
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="calib_synthetic_") as tmp:
+        raw = args.out or Path(tmp)
+        if not args.reuse:
+            _generate(args, raw)
+        sel = _split(raw)
+        t0 = time.time()
+        xtr, xva, xte = (_load(raw, d["image"], args.size) for d in (sel.train, sel.val, sel.test))
+        print(f"decoded in {time.time() - t0:.1f} s")
+        t0 = time.time()
+        if args.trainer == "pipeline":
+            model = train_pipeline(
+                xtr, xva, epochs=args.epochs, seed=args.seed, size=args.size, threads=args.threads
+            )
+        else:
+            model = train_ae(xtr, xva, epochs=args.epochs, seed=args.seed, size=args.size)
+        print(f"trained in {time.time() - t0:.1f} s")
+        scores = _residual(model, _tensor(xte))
+        res = evaluate(sel.test, scores, xte)
+        if args.scores:
+            sel.test.assign(score=scores).to_csv(args.scores, index=False)
+        _print_results(res)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,12 @@ import yaml
 from imgae_dx.config import load_params
 from imgae_dx.device import images_to_tensor
 from imgae_dx.models import build_model
+from imgae_dx.train import validation_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "prepared")
@@ -54,80 +56,77 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grad-clip", type=float, default=1.0, help="0 = no clipping")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    return ap
 
-    torch.set_num_threads(args.threads)
-    params = load_params(args.params)
-    kwargs = params.model_args("ra")
+
+def _model(args: argparse.Namespace, image_size: int):
+    """``arch.ra`` of the params file with the ``--set`` overrides, seeded."""
+    kwargs = load_params(args.params).model_args("ra")
     for item in args.set:
         key, _, value = item.partition("=")
         kwargs[key] = yaml.safe_load(value)
-    train = np.load(args.data / "train.npy", mmap_mode="r")
-    val = np.load(args.data / "val.npy")
-    size = int(train.shape[-1])
     torch.manual_seed(args.seed)
-    kwargs["image_size"] = size
-    model = build_model("ra", **kwargs)
-    optimizers = model.configure_optimizers(args.lr, 0.0)
-    rng = np.random.default_rng(args.seed)
-    device = torch.device("cpu")
-    x_val = images_to_tensor(val, device)
+    return build_model("ra", **{**kwargs, "image_size": image_size})
 
-    def val_mse() -> float:
-        model.eval()
-        with torch.no_grad():
-            out = float(
-                sum(
-                    float(model.validation_loss(x_val[i : i + 128])) * len(x_val[i : i + 128])
-                    for i in range(0, len(x_val), 128)
-                )
-                / len(x_val)
-            )
-        model.train()
-        return out
 
-    fields = ["step", "seconds", "val_mse"]
-    rows: list[dict] = [{"step": 0, "seconds": 0.0, "val_mse": val_mse()}]
-    sums: dict[str, float] = {}
-    order = rng.permutation(len(train))
-    pos, t0 = 0, time.perf_counter()
+def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Sorted index batches of a reshuffled permutation, a new one when the last runs out."""
+    order, pos = rng.permutation(n), 0
+    while True:
+        if pos + batch_size > len(order):
+            order, pos = rng.permutation(n), 0
+        yield np.sort(order[pos : pos + batch_size])
+        pos += batch_size
+
+
+def _val_mse(model, val: np.ndarray) -> float:
+    """The posterior-mean validation MSE the training loop selects on (eval mode)."""
+    out = validation_loss(model, val, batch_size=128, device=torch.device("cpu"), amp=False)
     model.train()
-    for step in range(1, args.steps + 1):
-        if pos + args.batch_size > len(order):
-            order, pos = rng.permutation(len(train)), 0
-        idx = np.sort(order[pos : pos + args.batch_size])
-        pos += args.batch_size
-        logs = model.training_step(
-            images_to_tensor(train[idx], device), optimizers, grad_clip=args.grad_clip
-        )
-        for k, v in logs.items():
-            sums[k] = sums.get(k, 0.0) + v
-        if step % args.eval_every == 0:
-            row = {
-                "step": step,
-                "seconds": round(time.perf_counter() - t0, 1),
-                "val_mse": val_mse(),
-            }
-            row.update({f"train_{k}": v / args.eval_every for k, v in sorted(sums.items())})
-            sums = {}
-            rows.append(row)
-            for k in row:
-                if k not in fields:
-                    fields.append(k)
-            print(
-                f"step {step:5d}  val_mse {row['val_mse']:.5f}  "
-                + "  ".join(
-                    f"{k[6:]} {row[k]:.4g}"
-                    for k in ("train_mse", "train_kl", "train_kl_rec", "train_kl_fake")
-                    if k in row
-                ),
-                flush=True,
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="", encoding="utf-8") as fh:
+    return out
+
+
+def _print(row: dict) -> None:
+    terms = ("train_mse", "train_kl", "train_kl_rec", "train_kl_fake")
+    print(
+        f"step {row['step']:5d}  val_mse {row['val_mse']:.5f}  "
+        + "  ".join(f"{k[6:]} {row[k]:.4g}" for k in terms if k in row),
+        flush=True,
+    )
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    train = np.load(args.data / "train.npy", mmap_mode="r")
+    val = np.load(args.data / "val.npy")
+    model = _model(args, int(train.shape[-1]))
+    optimizers = model.configure_optimizers(args.lr, 0.0)
+    batches = _batches(len(train), args.batch_size, np.random.default_rng(args.seed))
+    rows: list[dict] = [{"step": 0, "seconds": 0.0, "val_mse": _val_mse(model, val)}]
+    sums: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        x = images_to_tensor(train[next(batches)], torch.device("cpu"))
+        for k, v in model.training_step(x, optimizers, grad_clip=args.grad_clip).items():
+            sums[k] = sums.get(k, 0.0) + v
+        if step % args.eval_every == 0:
+            row = {"step": step, "seconds": round(time.perf_counter() - t0, 1)}
+            row["val_mse"] = _val_mse(model, val)
+            row.update({f"train_{k}": v / args.eval_every for k, v in sorted(sums.items())})
+            sums = {}
+            rows.append(row)
+            _print(row)
+    _write(args.out, rows)
     best = min(rows, key=lambda r: r["val_mse"])
     print(
         f"best val_mse {best['val_mse']:.5f} at step {best['step']}; final {rows[-1]['val_mse']:.5f}"
