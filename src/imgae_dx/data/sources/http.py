@@ -44,11 +44,12 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class HTTPStatusError(Exception):
+class HTTPStatusError(UserError):
     """A response with an error status; ``retry_after`` in seconds when the server sent one.
 
     The message is one line: the status, the URL without its query string and the start of
-    what the server said, redacted (a gateway may echo the request's credentials back).
+    what the server said, redacted (a gateway may echo the request's credentials back). One the
+    fetch cannot get past (a 404 on the archive, say) reaches the user as that line.
     """
 
     def __init__(
