@@ -176,9 +176,7 @@ def _writable_dir_problem(path: Path) -> Problem | None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        return Problem(
-            f"cannot write in {existing} ({(e.strerror or str(e)).lower()})", _LOCAL_FIX
-        )
+        return Problem(f"cannot write in {existing} ({(e.strerror or str(e)).lower()})", _LOCAL_FIX)
     return None
 
 
