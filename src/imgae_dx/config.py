@@ -223,6 +223,9 @@ class ScoreParams(_Block):
     reduce: str = "mean"  # mean | max | pNN, a percentile (e.g. p99)
     clahe_tiles: PositiveInt = 8
     clahe_clip: float = 2.0  # <= 0: no clipping
+    ra_map: scoring.RaMap = scoring.DEFAULT_RA_MAP  # published | project (scoring.py)
+    latent: Literal["mean", "sample"] = "mean"  # vae/ra reconstruction: posterior mean | a draw
+    latent_seed: NonNegInt = 0  # the draws of latent: sample
     batch_size: PositiveInt = 128
     lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
     lpips_backbone_weights: str | None = None

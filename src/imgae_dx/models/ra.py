@@ -278,6 +278,7 @@ class ReversedAutoencoder(AnomalyModel):
     """
 
     default_score = "ra"
+    has_latent = True
 
     def __init__(
         self,
@@ -313,6 +314,10 @@ class ReversedAutoencoder(AnomalyModel):
     def forward(self, x: Tensor) -> Tensor:
         mu, logvar, _ = self.encoder(x)
         return self.decoder(reparameterize(mu, logvar) if self.training else mu)
+
+    def reconstruct_sampled(self, x: Tensor, eps: Tensor) -> Tensor:
+        mu, logvar, _ = self.encoder(x)
+        return self.decoder(mu + eps * torch.exp(0.5 * logvar))
 
     def encoder_features(self, x: Tensor) -> list[Tensor]:
         """Embeddings after each pooling stage: [(B, c_1, H/2, W/2), ..., (B, c_n, H/2^n, .)]."""

@@ -114,9 +114,9 @@ def _all_splits(an: Analysis) -> Blocks:
 
 
 def _scoring(an: Analysis) -> Blocks:
-    keys = ("map", "saliency", "reduce", "smooth_sigma")
+    keys = ("map", "saliency", "ra_map", "latent", "reduce", "smooth_sigma")
     rows = [[a] + [fmt(m.score_method.get(k)) for k in keys] for a, m in an.models.items()]
-    header = ["model", "map", "saliency", "reduce", "smoothing σ"]
+    header = ["model", "map", "saliency", "RA map", "latent", "reduce", "smoothing σ"]
     return ["\n### Scoring\n", table(header, rows)]
 
 
