@@ -263,29 +263,35 @@ def test_lpips_loads_full_state_dict_and_maps(tmp_path):
     assert m.shape == x.shape and np.isfinite(m).all()
 
 
-def test_lpips_split_files_match_full(tmp_path):
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_lpips_split_files_match_full(tmp_path, net):
     import torch
 
     from imgae_dx import lpips
 
-    state = _random_lpips_state()
+    state = _random_lpips_state(net)
     lin = {k: v for k, v in state.items() if k.startswith("lin")}
-    # torchvision layout of the backbone: features.I.weight / features.I.bias
+    # torchvision layout of the backbone: features.I.weight, features.I.squeeze.weight, ...
     backbone = {
-        f"features.{k.split('.')[2]}.{k.split('.')[3]}": v
+        "features." + ".".join(k.split(".")[2:]): v
         for k, v in state.items()
         if k.startswith("net.")
     }
-    torch.save(lin, tmp_path / "alex.pth")
-    torch.save(backbone, tmp_path / "alexnet-backbone.pth")
+    backbone["classifier.1.weight"] = torch.zeros(1)  # torchvision's head: ignored
+    torch.save(lin, tmp_path / f"{net}.pth")
+    torch.save(backbone, tmp_path / "backbone.pth")
     torch.save(state, tmp_path / "full.pth")
-    a = lpips.load_lpips(tmp_path / "alex.pth", backbone_weights=tmp_path / "alexnet-backbone.pth")
-    b = lpips.load_lpips(tmp_path / "full.pth")
-    x, y = torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40)
+    kw = {"net": net}
+    a = lpips.load_lpips(tmp_path / f"{net}.pth", backbone_weights=tmp_path / "backbone.pth", **kw)
+    b = lpips.load_lpips(tmp_path / "full.pth", **kw)
+    x, y = torch.rand(2, 1, 40, 40), torch.rand(2, 1, 40, 40)
     with torch.no_grad():
-        assert torch.allclose(a(x, y), b(x, y))
+        d = a(x, y)
+        assert d.shape == (2, 40, 40) and (d > 0).all() and torch.allclose(d, b(x, y))
+        assert torch.allclose(a(x, x), torch.zeros(2, 40, 40), atol=1e-6)
+    assert len([k for k in lin if k.startswith("lin")]) == (7 if net == "squeeze" else 5)
     with pytest.raises(ValueError, match="backbone"):
-        lpips.load_lpips(tmp_path / "alex.pth")  # lin layers alone are not enough
+        lpips.load_lpips(tmp_path / f"{net}.pth", **kw)  # lin layers alone are not enough
 
 
 def test_lpips_missing_file_is_a_clear_error(tmp_path):

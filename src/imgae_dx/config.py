@@ -229,7 +229,7 @@ class ScoreParams(_Block):
     batch_size: PositiveInt = 128
     lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
     lpips_backbone_weights: str | None = None
-    lpips_net: Literal["alex", "vgg"] = "alex"
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"  # squeeze: the RA authors' choice
 
     @field_validator("reduce")
     @classmethod
