@@ -299,3 +299,16 @@ def test_lpips_missing_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="never downloads"):
         lpips.make_lpips_fn(tmp_path / "nope.pth")
+
+
+def test_ssim_map_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    x, x_hat = _smooth_phantoms(2, 40)
+    ours = scoring.ssim_map(x, x_hat)
+    for i in range(len(x)):
+        _, ref = structural_similarity(
+            x[i].astype(np.float64), x_hat[i].astype(np.float64), data_range=1.0,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True,
+        )  # fmt: skip
+        np.testing.assert_allclose(ours[i], ref, atol=1e-5)

@@ -95,8 +95,9 @@ def ssim_map(
     ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``; borders use
     symmetric reflection. Computed per image, never across the batch.
 
-    Written here rather than taken from scikit-image (not a dependency) because that returns
-    one image's map per call; this is five scipy filters over the whole batch at once.
+    Written here rather than taken from scikit-image because that returns one image's map per
+    call; this is five scipy filters over the whole batch at once (``tests/test_scoring.py``
+    checks it against scikit-image's).
     """
     a, b = _pair(x, y)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -131,9 +132,9 @@ def clahe(
     mapping. Each pixel's output interpolates bilinearly between the mappings of the four
     nearest tile centres. Returns (B, H, W) float32 in [0, 1].
 
-    Written here because neither OpenCV nor scikit-image is a dependency, and because the RA
-    map needs it on whole batches: the histograms of every tile of every image are one
-    ``bincount``.
+    The CLAHE of the ``clahe`` map and of ``ra_map="project"`` (the published RA map uses
+    scikit-image's, :func:`clahe_published`); vectorised over the batch: the histograms of
+    every tile of every image are one ``bincount``.
     """
     a = _as_batch(x)
     bsz, h, w = a.shape
