@@ -635,10 +635,10 @@ def test_stage_script_runs(tmp_path):
     assert summary["ae"]["auroc_ci95"] == metrics["models"]["ae"]["auroc_ci95"]
 
 
-def test_one_abnormal_patient_gives_no_delong_but_keeps_the_bootstrap():
+def test_one_abnormal_patient_gives_no_delong_but_keeps_the_bootstrap(analysis):
     """Clustered DeLong refuses a class seen in one patient; the report shows no DeLong
     interval or test there rather than failing, and keeps the (paired) bootstrap."""
-    from imgae_dx.report import comparisons, detection
+    from imgae_dx.report import comparisons, detection, markdown
 
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(20, int), np.ones(6, int)]
@@ -653,3 +653,6 @@ def test_one_abnormal_patient_gives_no_delong_but_keeps_the_bootstrap():
     ranking = detection._ranking(y, tests["a"]["score"].to_numpy(), rp, pid.astype(str))
     assert ranking["auroc_ci_delong"] is None and ranking["auroc_ci"] is not None
     assert comparisons.compare("a", "b", tests, rp, "image").delong is not None
+    text = "".join(markdown.comparisons(dataclasses.replace(analysis, comparisons=[c])))
+    assert "fewer than two independent units" in text
+    assert "fewer than two" not in "".join(markdown.comparisons(analysis))

@@ -267,11 +267,16 @@ def comparisons(an: Analysis) -> Blocks:
     ]
     ck = ci_key(an.params).upper()
     header = ["comparison", "ΔAUROC", f"{ck} paired bootstrap", f"{ck} DeLong", "z"]
+    no_delong = any(c.delong is None and c.delta_ci is not None for c in an.comparisons)
     return [
         head,
         table(header + ["p (DeLong)", "p (Holm)"], rows),
         "\nDeLong's test for correlated ROC curves (DeLong et al. 1988, fast algorithm of "
         f"Sun & Xu 2014){DELONG_VARIANCE[an.unit]}; Holm's step-down correction over all pairs.\n",
+        "DeLong — : a class lies in fewer than two independent units, so DeLong's variance "
+        "does not exist; the bootstrap interval stands alone.\n"
+        if no_delong
+        else "",
     ]
 
 
