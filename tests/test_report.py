@@ -386,6 +386,14 @@ def test_each_caveat_applies_on_its_own(analysis):
     assert "`report.unit: image`" in caveats.clustered_images(by_image)
     assert "film by film" in caveats.intervals_and_multiplicity(by_image)
     assert "ae: ssim, unet: ssim" in caveats.ra_saliency(analysis)
+    # the fixture's maps predate score.ra_map: the project's variant, posterior mean
+    assert "ae: `project` map" in caveats.ra_map_variant(analysis)
+    published = {"map": "ra", "ra_map": "published", "latent": "sample", "latent_seed": 3}
+    one = dataclasses.replace(analysis.models["ae"], score_method=published)
+    only = dataclasses.replace(analysis, models={"ae": one})
+    assert "ae: `published` map, sampled-latent reconstruction (seed 3)" in (
+        caveats.ra_map_variant(only)
+    )
 
 
 def test_training_block_and_undertrained_caveat(built):
@@ -625,3 +633,26 @@ def test_stage_script_runs(tmp_path):
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert summary["unet"]["auroc"] == metrics["models"]["unet"]["auroc"] > 0.5
     assert summary["ae"]["auroc_ci95"] == metrics["models"]["ae"]["auroc_ci95"]
+
+
+def test_one_abnormal_patient_gives_no_delong_but_keeps_the_bootstrap(analysis):
+    """Clustered DeLong refuses a class seen in one patient; the report shows no DeLong
+    interval or test there rather than failing, and keeps the (paired) bootstrap."""
+    from imgae_dx.report import comparisons, detection, markdown
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(20, int), np.ones(6, int)]
+    pid = np.r_[np.arange(20), np.full(6, 100)]  # every abnormal film: one patient
+    frame = lambda s: pd.DataFrame(  # noqa: E731
+        {"image": [f"i{k}" for k in range(26)], "label": y, "score": s, "patient_id": pid}
+    )
+    tests = {"a": frame(rng.normal(size=26) + y), "b": frame(rng.normal(size=26))}
+    rp = config.ReportParams(bootstrap=50)
+    c = comparisons.compare("a", "b", tests, rp, "patient")
+    assert c.delong is None and c.p_delong is None and c.delta_ci is not None
+    ranking = detection._ranking(y, tests["a"]["score"].to_numpy(), rp, pid.astype(str))
+    assert ranking["auroc_ci_delong"] is None and ranking["auroc_ci"] is not None
+    assert comparisons.compare("a", "b", tests, rp, "image").delong is not None
+    text = "".join(markdown.comparisons(dataclasses.replace(analysis, comparisons=[c])))
+    assert "fewer than two independent units" in text
+    assert "fewer than two" not in "".join(markdown.comparisons(analysis))

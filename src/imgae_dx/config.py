@@ -223,10 +223,13 @@ class ScoreParams(_Block):
     reduce: str = "mean"  # mean | max | pNN, a percentile (e.g. p99)
     clahe_tiles: PositiveInt = 8
     clahe_clip: float = 2.0  # <= 0: no clipping
+    ra_map: scoring.RaMap = scoring.DEFAULT_RA_MAP  # published | project (scoring.py)
+    latent: Literal["mean", "sample"] = "mean"  # vae/ra reconstruction: posterior mean | a draw
+    latent_seed: NonNegInt = 0  # the draws of latent: sample
     batch_size: PositiveInt = 128
     lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
     lpips_backbone_weights: str | None = None
-    lpips_net: Literal["alex", "vgg"] = "alex"
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"  # squeeze: the RA authors' choice
 
     @field_validator("reduce")
     @classmethod

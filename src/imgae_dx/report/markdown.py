@@ -114,9 +114,9 @@ def _all_splits(an: Analysis) -> Blocks:
 
 
 def _scoring(an: Analysis) -> Blocks:
-    keys = ("map", "saliency", "reduce", "smooth_sigma")
+    keys = ("map", "saliency", "ra_map", "latent", "reduce", "smooth_sigma")
     rows = [[a] + [fmt(m.score_method.get(k)) for k in keys] for a, m in an.models.items()]
-    header = ["model", "map", "saliency", "reduce", "smoothing σ"]
+    header = ["model", "map", "saliency", "RA map", "latent", "reduce", "smoothing σ"]
     return ["\n### Scoring\n", table(header, rows)]
 
 
@@ -267,11 +267,16 @@ def comparisons(an: Analysis) -> Blocks:
     ]
     ck = ci_key(an.params).upper()
     header = ["comparison", "ΔAUROC", f"{ck} paired bootstrap", f"{ck} DeLong", "z"]
+    no_delong = any(c.delong is None and c.delta_ci is not None for c in an.comparisons)
     return [
         head,
         table(header + ["p (DeLong)", "p (Holm)"], rows),
         "\nDeLong's test for correlated ROC curves (DeLong et al. 1988, fast algorithm of "
         f"Sun & Xu 2014){DELONG_VARIANCE[an.unit]}; Holm's step-down correction over all pairs.\n",
+        "DeLong — : a class lies in fewer than two independent units, so DeLong's variance "
+        "does not exist; the bootstrap interval stands alone.\n"
+        if no_delong
+        else "",
     ]
 
 

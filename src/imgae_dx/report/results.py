@@ -145,7 +145,7 @@ class ModelResult:
 
     auroc: float | None
     auroc_ci: Interval | None  # bootstrap
-    auroc_ci_delong: Interval | None
+    auroc_ci_delong: Interval | None  # None: a class in < 2 units (images or patients)
     auprc: float | None
     auprc_ci: Interval | None  # bootstrap
     f1_max: float | None
@@ -184,7 +184,7 @@ class ComparisonResult:
     a: str
     b: str
     n: int  # test images both scored
-    delong: DeLongTest | None = None  # None: the images hold one class only
+    delong: DeLongTest | None = None  # None: a class has < 2 units (images or patients)
     delta_ci: Interval | None = None  # paired bootstrap
     p_holm: float | None = None  # DeLong's p, Holm-adjusted over all pairs
 
