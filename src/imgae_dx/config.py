@@ -419,7 +419,7 @@ class Params(_Block):
         return self.train.model_copy(update=overrides)
 
     def score_map(self, arch: str) -> str:
-        """The anomaly map ``score@<arch>`` computes: ``score.map``, or the model's own for auto."""
+        """The anomaly map ``score@<arch>-<seed>`` computes: ``score.map``, or the model's own for auto."""
         from imgae_dx.models import get_model_class
 
         return scoring.resolve_map(self.score.map, get_model_class(arch).default_score)
