@@ -139,13 +139,13 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
         sc = pd.concat([val, tst[val.columns]], ignore_index=True)
         # rows in a different order per model: the report must align them by image
         sc = sc.sample(frac=1.0, random_state=k)
-        (root / "reports/scores").mkdir(parents=True, exist_ok=True)
-        sc.to_csv(root / f"reports/scores/{arch}.csv", index=False)
+        (root / f"reports/scores/{arch}").mkdir(parents=True, exist_ok=True)
+        sc.to_csv(root / f"reports/scores/{arch}/seed0.csv", index=False)
         recon = np.clip(images / 255.0 + rng.normal(0, 0.05, images.shape), 0, 1)
         amap = np.abs(images / 255.0 - recon)
         amap[label == 1, 4:8, 4:8] += 0.5 * k
         write_npz(
-            root / f"reports/maps/{arch}.npz",
+            root / f"reports/maps/{arch}/seed0.npz",
             image=test["image"].to_numpy().astype(str),
             recon=recon.astype(np.float16),
             map=amap.astype(np.float16),
@@ -153,7 +153,7 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
                 json.dumps({"map": "ra", "saliency": "ssim", "reduce": "mean", "smooth_sigma": 0})
             ),
         )
-        (root / "reports/train").mkdir(parents=True, exist_ok=True)
+        (root / f"reports/train/{arch}").mkdir(parents=True, exist_ok=True)
         # ae trains well below the mean-image reference (~0.05); unet never gets there.
         val_loss = [0.30, 0.02, 0.01, 0.012] if arch == "ae" else [0.40, 0.32, 0.25, 0.26]
         pd.DataFrame(
@@ -163,7 +163,7 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
                 "val_loss": val_loss,
                 "lr": [None, 1e-3, 1e-3, 1e-3],
             }
-        ).to_csv(root / f"reports/train/{arch}.csv", index=False)
+        ).to_csv(root / f"reports/train/{arch}/seed0.csv", index=False)
     np.save(root / "data/prepared/train.npy", rng.integers(0, 200, (50, S, S)).astype(np.uint8))
     np.save(root / "data/prepared/val.npy", rng.integers(0, 200, (n_val, S, S)).astype(np.uint8))
 
@@ -419,7 +419,7 @@ def test_training_block_and_undertrained_caveat(built):
     partial = copy.deepcopy(result)
     del partial["training"]["models"]["ae"]
     assert check_training(partial, 0.9, 10.0) == [
-        "ae: no training curve in the metrics (reports/train/ae.csv)"
+        "ae: no training curve in the metrics (reports/train/ae/seed<k>.csv)"
     ]
 
 
@@ -598,8 +598,8 @@ def test_missing_optional_inputs_degrade_gracefully(tmp_path):
     for rel in [
         "data/prepared/test.npy",
         "data/prepared/boxes.csv",
-        "reports/train/ae.csv",
-        "reports/maps/unet.npz",
+        "reports/train/ae/seed0.csv",
+        "reports/maps/unet/seed0.npz",
     ]:
         (tmp_path / rel).unlink()
     m = report.make_report(
@@ -614,7 +614,7 @@ def test_missing_optional_inputs_degrade_gracefully(tmp_path):
         and m["models"]["unet"]["score_method"] == {}
     )
     assert (tmp_path / "out/figures/gallery.png").is_file()
-    with pytest.raises(FileNotFoundError, match="score@vae"):
+    with pytest.raises(FileNotFoundError, match="score@vae-0"):
         report.load_inputs(tmp_path, ["vae"])
 
 
