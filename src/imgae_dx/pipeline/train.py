@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from imgae_dx import checkpoint, paths, tracking
-from imgae_dx.config import Params
+from imgae_dx.config import LAUNCH_KEYS, Params
+from imgae_dx.distributed import World, process_group
 from imgae_dx.io import write_csv
 from imgae_dx.models import build_model
 from imgae_dx.train import TIMING_COLUMNS, TrainResult, train_model
@@ -21,7 +24,24 @@ def train(params: Params, arch: str) -> dict[str, Any]:
     and that state was written by the same model, settings, seed, data and training code
     (:func:`imgae_dx.checkpoint.fingerprint`); the state is removed once the model is written,
     so a later run (say after a code change DVC noticed) trains afresh.
+
+    Under ``torchrun`` (``train.launcher``) the processes join one process group and train
+    together (:mod:`imgae_dx.distributed`); rank 0 alone writes files and the MLflow run.
     """
+    import torch
+
+    targs = params.train_for(arch)
+    with process_group(targs.device):
+        main = World.current(torch.device("cpu")).is_main
+        summary = _train(params, arch, main)
+    if main:
+        paths.resume_checkpoint(arch).unlink(missing_ok=True)
+    return summary
+
+
+def _train(params: Params, arch: str, main: bool) -> dict[str, Any]:
+    """Train, and on rank 0 (the only process when not under torchrun) write the model, the
+    curve and the MLflow run; the other ranks only train."""
     import torch
 
     margs, targs = params.model_args(arch), params.train_for(arch)
@@ -31,7 +51,8 @@ def train(params: Params, arch: str) -> dict[str, Any]:
     model = build_model(arch, **margs)
     n_params = sum(p.numel() for p in model.parameters())
     stage = f"train@{arch}"
-    with tracking.start_run(stage, params, run_name=stage) as run:
+    tracked = tracking.start_run(stage, params, run_name=stage) if main else _no_run()
+    with tracked as run:
         run.log_params(
             {
                 "arch": arch,
@@ -54,13 +75,18 @@ def train(params: Params, arch: str) -> dict[str, Any]:
             ),
             desc=stage,
         )
-        checkpoint.save_model(paths.model(arch), _model_file(params, arch, result, n_params))
-        write_csv(paths.train_curve(arch), tracked_curve(result), float_format="%.6g")
         summary = _summary(result, n_params)
-        run.log_metrics({k: v for k, v in summary.items() if k != "device"})
-        run.log_artifact(paths.train_curve(arch))
-    paths.resume_checkpoint(arch).unlink(missing_ok=True)
+        if main:
+            checkpoint.save_model(paths.model(arch), _model_file(params, arch, result, n_params))
+            write_csv(paths.train_curve(arch), tracked_curve(result), float_format="%.6g")
+            run.log_metrics({k: v for k, v in summary.items() if k != "device"})
+            run.log_artifact(paths.train_curve(arch))
     return summary
+
+
+@contextlib.contextmanager
+def _no_run() -> Iterator[tracking.Run]:
+    yield tracking.Run(None)  # an inactive run: logs nothing
 
 
 def _model_file(params: Params, arch: str, result: TrainResult, n_params: int) -> dict:
@@ -75,7 +101,7 @@ def _model_file(params: Params, arch: str, result: TrainResult, n_params: int) -
         "n_parameters": int(n_params),
         "params": {
             "seed": params.seed,
-            "train": params.train_for(arch).model_dump(),
+            "train": params.train_for(arch).model_dump(exclude=LAUNCH_KEYS),
             "image_size": params.data.image_size,
         },
     }
