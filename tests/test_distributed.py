@@ -183,3 +183,17 @@ def test_the_launcher_changes_neither_the_model_file_nor_the_resume_fingerprint(
 class _FakeResult:
     best_state_dict: dict = {}
     best_epoch, best_val_loss, initial_val_loss = 1, 0.0, 0.0
+
+
+def test_unet_skip_dropout_slices_are_the_single_process_masks():
+    model = tiny_model("unet", SIZE, skip_dropout=0.5).train()
+    skip = torch.rand(4, 6, 2, 2)
+    torch.manual_seed(0)
+    whole = model._drop_skip(skip)
+    parts = []
+    for rank in (0, 1):
+        torch.manual_seed(0)
+        with batch_shard(rank, 2):
+            parts.append(model._drop_skip(skip[2 * rank : 2 * rank + 2]))
+    assert torch.equal(torch.cat(parts), whole)
+    assert (whole == 0).any()  # some channels were dropped
