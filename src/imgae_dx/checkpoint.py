@@ -140,8 +140,9 @@ def fingerprint(
 
     Every training setting counts except ``resume`` (whether to resume is not what is
     resumed), ``launcher`` (N processes train what one does) and ``epochs`` where the
-    schedule does not depend on it (constant, multistep): a library caller may then extend a finished run and it continues exactly as a longer run
-    would (the pipeline removes the state of a finished run, so there it never applies).
+    schedule does not depend on it (constant, multistep): a library caller may then extend
+    a finished run and it continues exactly as a longer run would (the pipeline removes the
+    state of a finished run, so there it never applies).
     ``device`` and ``amp`` count as what they do: the device kind trained on, and whether
     bf16 autocast was on (only on CUDA).
     """
