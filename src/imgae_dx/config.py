@@ -167,6 +167,10 @@ class DataParams(_Block):
 Scheduler = Literal["cosine", "none", "multistep"]
 
 
+#: First word of ``train.launcher``: the stage runs as ``<launcher> stages/train.py <arch>``.
+LAUNCHERS: tuple[str, ...] = ("python", "python3", "torchrun")
+
+
 class TrainParams(_Block):
     """``train``: the training loop's settings (:func:`imgae_dx.train.train_model`).
 
@@ -192,6 +196,18 @@ class TrainParams(_Block):
     amp: bool = True  # bf16 autocast on CUDA (no effect elsewhere)
     resume: bool = True  # continue an interrupted run from models/.resume (same settings only)
     num_threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
+    launcher: str = "python"  # the train stage's command: python, or a torchrun line
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher(cls, v: str) -> str:
+        words = v.split()
+        if not words or words[0] not in LAUNCHERS:
+            raise _custom(
+                f"train.launcher: {v!r} must start with one of {', '.join(LAUNCHERS)} "
+                "(e.g. python, or torchrun --standalone --nproc-per-node=2)"
+            )
+        return v
 
     @field_validator("device")
     @classmethod
@@ -206,7 +222,10 @@ class TrainParams(_Block):
 
 
 #: Machine and run settings that stay global (not overridable in ``arch.<name>``).
-GLOBAL_TRAIN_KEYS: tuple[str, ...] = ("device", "amp", "resume", "num_threads")
+GLOBAL_TRAIN_KEYS: tuple[str, ...] = ("device", "amp", "resume", "num_threads", "launcher")
+#: How a training run was started, not what it computes: kept out of the model file and the
+#: resume fingerprint (N processes with the same global batch train the same model).
+LAUNCH_KEYS: frozenset[str] = frozenset({"launcher"})
 #: ``train`` keys an ``arch.<name>`` block may override for that architecture alone.
 TRAIN_OVERRIDE_KEYS: tuple[str, ...] = tuple(
     k for k in TrainParams.model_fields if k not in GLOBAL_TRAIN_KEYS
