@@ -8,8 +8,9 @@ stage runs (``docs/architecture.md``, "DAG"). It checks:
 - the whole file against the schema (:func:`imgae_dx.config.load_params`, already done by the
   stage entry point): types, ranges, unknown keys anywhere, each constructor on the meta device;
 - what the params point at outside the repository: ``data.local.root`` (a folder with the NIH
-  metadata), ``data.medianomaly.root`` (``data.json`` and ``images/``), Kaggle credentials for ``data.source: kaggle`` (found, not sent), the LPIPS
-  weights file when the RA map needs it, an explicit ``train.device`` that this machine has.
+  metadata), ``data.medianomaly.root`` (``data.json`` and ``images/``), Kaggle credentials for
+  ``data.source: kaggle`` (found, not sent), the LPIPS weights file when the RA map needs it,
+  an explicit ``train.device`` that this machine has.
 
 Its output never changes (a fixed line), so a successful check reruns nothing downstream.
 """

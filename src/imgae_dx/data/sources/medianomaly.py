@@ -76,11 +76,13 @@ def fetch(
     for n in names:
         place(f"{medianomaly.IMAGES}/{n}")
     fill_checksums(rows, raw_dir)
-    header = {"source": "medianomaly", "root": str(root), "link": params.link}
-    manifest = write_manifest(raw_dir, {**header, "n_images": len(names)}, rows)
+    # The manifest says what was placed, not from which folder of this machine nor how.
+    manifest = write_manifest(raw_dir, {"source": "medianomaly", "n_images": len(names)}, rows)
     log.info("medianomaly: %d image(s) placed %s", len(names), dict(linker.counts))
     return {
-        **header,
+        "source": "medianomaly",
+        "root": str(root),
+        "link": params.link,
         "n_images": len(names),
         "bytes_images": sum(int(r["size"]) for r in rows[1:]),
         "placed": dict(linker.counts),
