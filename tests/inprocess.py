@@ -23,7 +23,7 @@ from imgae_dx.pipeline.train import train
 
 
 def run_pipeline(workdir: Path, params: Params) -> dict[str, Any]:
-    """Run check → fetch → split → prepare → train/score per model → report in ``workdir``
+    """Run check → fetch → split → prepare → train/score per model and seed → report in ``workdir``
     (created; the stages write ``data/``, ``models/`` and ``reports/`` under it); returns
     each stage's summary, JSON round-tripped as the stage scripts print it."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -35,8 +35,9 @@ def run_pipeline(workdir: Path, params: Params) -> dict[str, Any]:
             out[name] = stage(params)
         out["prepare"] = prepare(params)
         for arch in params.models:
-            out[f"train@{arch}"] = train(params, arch)
-            out[f"score@{arch}"] = score(params, arch)
+            for seed in params.seeds:
+                out[f"train@{arch}-{seed}"] = train(params, arch, seed)
+                out[f"score@{arch}-{seed}"] = score(params, arch, seed)
         out["report"] = report(params)
     finally:
         os.chdir(before)

@@ -16,7 +16,7 @@ patients, all twelve shards, 16 boxes) written with the quirks of the files a us
 
 The whole pipeline then runs through ``data.source: local`` in this process with the preset's
 structure (every shard, PA+AP, the official lists, no caps, all four architectures, three
-seeds' key) at tiny sizes, and every output is checked.
+seeds, two of them here) at tiny sizes, and every output is checked.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from imgae_dx import paths
 from imgae_dx.config import Params, apply_overlay, read_yaml, validate
 from imgae_dx.data import nih
 from tests.conftest import REPO, TINY_ARCH
@@ -107,12 +108,7 @@ def build_mirror(root: Path) -> dict:
 
 # ---- the preset at tiny sizes --------------------------------------------------------------------
 def preset_overlay() -> dict:
-    """configs/nih.yaml; its ``seeds`` list is the seeds matrix's key, validated wherever
-    params.yaml's schema has that key."""
-    preset = read_yaml(REPO / "configs" / "nih.yaml")
-    if "seeds" not in Params.model_fields:
-        preset.pop("seeds")
-    return preset
+    return read_yaml(REPO / "configs" / "nih.yaml")
 
 
 def tiny_preset(root: Path) -> Params:
@@ -121,6 +117,7 @@ def tiny_preset(root: Path) -> Params:
     caps, four architectures) is untouched."""
     raw = apply_overlay(read_yaml(REPO / "params.yaml"), preset_overlay())
     tiny = {
+        "seeds": [0, 1],  # several seeds, as the preset: the seed ensemble is reported
         "data": {"source": "local", "local": {"root": str(root)}, "image_size": 32,
                  "val_fraction": 0.25},
         "arch": {a: {**TINY_ARCH[a], "epochs": 2, "max_train_batches_per_epoch": 3,
@@ -223,19 +220,23 @@ def test_train_and_score_every_architecture(rehearsal):
     ws, _, params, out = rehearsal
     n_val = len(pd.read_csv(ws / "data" / "prepared" / "val.csv"))
     n_test = len(pd.read_csv(ws / "data" / "prepared" / "test.csv"))
+    assert params.seeds == [0, 1]
     for arch in params.models:
-        assert (ws / "models" / f"{arch}.pt").stat().st_size > 0
-        curve = pd.read_csv(ws / "reports" / "train" / f"{arch}.csv")
-        assert curve["epoch"].tolist() == [0, 1, 2] and np.isfinite(curve["val_loss"]).all()
-        scores = pd.read_csv(ws / "reports" / "scores" / f"{arch}.csv")
-        assert len(scores) == n_val + n_test and np.isfinite(scores["score"]).all()
-        assert scores["patient_id"].notna().all() and set(scores["view"]) == {"PA", "AP"}
-        with np.load(ws / "reports" / "maps" / f"{arch}.npz") as z:
-            assert z["map"].shape == (n_test, 32, 32)
-        assert out[f"score@{arch}"]["n_scored"] == n_val + n_test
-    assert not (ws / "models" / ".resume").exists() or not any(
-        (ws / "models" / ".resume").iterdir()
-    )
+        weights = []
+        for seed in params.seeds:
+            assert (ws / paths.model(arch, seed)).stat().st_size > 0
+            curve = pd.read_csv(ws / paths.train_curve(arch, seed))
+            assert curve["epoch"].tolist() == [0, 1, 2] and np.isfinite(curve["val_loss"]).all()
+            scores = pd.read_csv(ws / paths.scores(arch, seed))
+            assert len(scores) == n_val + n_test and np.isfinite(scores["score"]).all()
+            assert scores["patient_id"].notna().all() and set(scores["view"]) == {"PA", "AP"}
+            with np.load(ws / paths.maps(arch, seed)) as z:
+                assert z["map"].shape == (n_test, 32, 32)
+            assert out[f"score@{arch}-{seed}"]["n_scored"] == n_val + n_test
+            weights.append(scores["score"].to_numpy())
+        assert not np.array_equal(*weights), f"{arch}: the two seeds trained the same model"
+    resume = ws / paths.RESUME
+    assert not resume.exists() or not any(resume.rglob("*.pt"))
 
 
 def test_report_covers_every_model_stratum_and_box(rehearsal):
@@ -251,6 +252,9 @@ def test_report_covers_every_model_stratum_and_box(rehearsal):
         assert r["localization"]["n_images"] > 0
     assert m["baselines"]["view_ap"]["auroc"] is not None
     assert len(m["comparisons"]) == 6
+    assert m["seeds"]["seeds"] == [0, 1]
+    for arch in params.models:
+        assert set(m["seeds"]["models"][arch]["per_seed"]) == {"0", "1"}
     md = (ws / "reports" / "report.md").read_text()
     for section in ("## 1. Setup", "## 4. Subgroups", "## 5.", "## 9. Caveats"):
         assert section in md
@@ -260,4 +264,4 @@ def test_report_covers_every_model_stratum_and_box(rehearsal):
     for fig in ("roc", "pr", "score_dist", "gallery", "train_curves"):
         assert (ws / "reports" / "figures" / f"{fig}.png").stat().st_size > 0
     for arch in params.models:
-        assert (ws / "reports" / "plots" / "roc" / f"{arch}.csv").is_file()
+        assert (ws / paths.PLOT_POINTS / "roc" / f"{arch}.csv").is_file()

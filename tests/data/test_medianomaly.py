@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from imgae_dx import paths
 from imgae_dx.config import ConfigError, load_params
 from imgae_dx.data import medianomaly
 from imgae_dx.data import split as splitlib
@@ -162,15 +163,9 @@ def test_fetch_and_check_name_what_is_missing(tmp_path):
 
 @pytest.mark.parametrize("preset", ["medianomaly_rsna", "medianomaly_vindr"])
 def test_presets_are_valid_overlays(preset, tmp_path):
-    """Each preset validates over params.yaml (its `seeds` list belongs to the seeds matrix;
-    it is checked wherever params.yaml knows that key)."""
-    from imgae_dx.config import Params, apply_overlay, read_yaml, validate
-
-    overlay = read_yaml(REPO / "configs" / f"{preset}.yaml")
-    assert overlay["seeds"] == [0, 1, 2]
-    if "seeds" not in Params.model_fields:
-        overlay.pop("seeds")
-    p = validate(apply_overlay(read_yaml(REPO / "params.yaml"), overlay))
+    """Each preset validates over params.yaml, with the published protocol."""
+    p = load_params(REPO / "params.yaml", overlay=REPO / "configs" / f"{preset}.yaml")
+    assert p.seeds == [0, 1, 2]
     assert p.data.source == "medianomaly" and p.data.image_size == 64 and p.models == ["ae"]
     assert p.model_args("ae") == {
         "channels": [16, 32, 64, 64], "latent_dim": 16, "hidden_dim": 1024, "dropout": 0.0,
@@ -252,5 +247,5 @@ def _check_report(ws: Path) -> None:
     assert "_not available: the data has no view (section 9)_" in md
     assert "`report.unit: patient` fell back to `image`" in md
     assert "MedIAnomaly's benchmark split" in md and "Labels are noisy" not in md
-    scores = pd.read_csv(ws / "reports" / "scores" / "ae.csv")
+    scores = pd.read_csv(ws / paths.scores("ae", 0))
     assert scores["patient_id"].isna().all() and len(scores) == 24 + 8
