@@ -247,5 +247,6 @@ def _check_report(ws: Path) -> None:
     assert "_not available: the data has no view (section 9)_" in md
     assert "`report.unit: patient` fell back to `image`" in md
     assert "MedIAnomaly's benchmark split" in md and "Labels are noisy" not in md
+    assert '"higher = abnormal", decided' in md  # no view baseline to describe
     scores = pd.read_csv(ws / paths.scores("ae", 0))
     assert scores["patient_id"].isna().all() and len(scores) == 24 + 8

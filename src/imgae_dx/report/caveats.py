@@ -171,9 +171,13 @@ def intervals_and_multiplicity(an: Analysis) -> str:
 
 
 def fixed_baselines(an: Analysis) -> str:
+    view = an.baselines.get("view_ap")
+    with_view = view is not None and view.n_normal + view.n_abnormal > 0  # the data has views
     return (
         "**Baselines are fixed, not fitted.** Mean and standard deviation of intensity count as "
-        '"higher = abnormal" and view as "AP = abnormal", decided before looking at any label; '
+        '"higher = abnormal"'
+        + (' and view as "AP = abnormal"' if with_view else "")
+        + ", decided before looking at any label; "
         "an AUROC below 0.5 means the opposite direction would separate the classes."
     )
 
