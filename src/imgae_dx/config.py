@@ -4,7 +4,8 @@ Every block of ``params.yaml`` is a pydantic model below: its defaults, types, r
 allowed keys live here and nowhere else (``docs/architecture.md``, "Parameters"). The
 ``train``, ``score``, ``report``, ``mlflow`` and ``data.*`` blocks are the models
 :class:`TrainParams`, :class:`ScoreParams`, :class:`ReportParams`, :class:`MlflowParams`,
-:class:`DataParams`, :class:`SyntheticParams`, :class:`KaggleParams` and :class:`LocalParams`,
+:class:`DataParams`, :class:`SyntheticParams`, :class:`KaggleParams`, :class:`LocalParams` and
+:class:`MedianomalyParams`,
 which the library functions take as they are. One block is derived rather than written out, so
 that it cannot drift from the code that receives it: ``arch.<name>`` holds the keyword
 arguments of the registered model's constructor (:mod:`imgae_dx.models.registry`; types from
@@ -113,10 +114,22 @@ class LocalParams(_Block):
     link: Literal["auto", "hardlink", "reflink", "copy"] = "auto"
 
 
-class DataParams(_Block):
-    """``data``: where the images come from and how they are split and sized."""
+class MedianomalyParams(_Block):
+    """``data.medianomaly``: MedIAnomaly's RSNA or VinDr-CXR split on disk
+    (:func:`...sources.medianomaly.fetch`): ``<root>/data.json`` and ``<root>/images/``."""
 
-    source: Literal["synthetic", "kaggle", "local"]
+    root: str | None = None  # e.g. ~/MedIAnomaly-Data/RSNA or ~/MedIAnomaly-Data/VinCXR
+    link: Literal["auto", "hardlink", "reflink", "copy"] = "auto"
+
+
+class DataParams(_Block):
+    """``data``: where the images come from and how they are split and sized.
+
+    With ``source: medianomaly`` the listing decides train and test: ``shards``, ``views``
+    and ``test_fraction`` do not apply (that data has no shards, views or patients) and
+    ``val_fraction`` is a fraction of the training images."""
+
+    source: Literal["synthetic", "kaggle", "local", "medianomaly"]
     shards: str | list[str | int]  # 'all' or a list of images_001 .. images_012
     views: list[Literal["PA", "AP"]]
     image_size: int  # pixels fed to the models: a multiple of 16
@@ -132,6 +145,7 @@ class DataParams(_Block):
     kaggle: KaggleParams = KaggleParams()
     local: LocalParams = LocalParams()
     synthetic: SyntheticParams = SyntheticParams()
+    medianomaly: MedianomalyParams = MedianomalyParams()
 
     @field_validator("shards", mode="before")
     @classmethod
