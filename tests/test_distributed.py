@@ -180,7 +180,8 @@ def test_the_launcher_changes_neither_the_model_file_nor_the_resume_fingerprint(
     assert prints[0] == prints[1]
     params = make_params(**{"train.launcher": "torchrun --nproc-per-node=2"})
     assert (
-        "launcher" not in train_stage._model_file(params, "ae", _FakeResult(), 1)["params"]["train"]
+        "launcher"
+        not in train_stage._model_file(params, "ae", 0, _FakeResult(), 1)["params"]["train"]
     )
 
 
