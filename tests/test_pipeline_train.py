@@ -111,21 +111,21 @@ def test_interrupted_stage_resumes_only_its_own_state(scratch, monkeypatch, capl
 
 def test_interrupted_stage_with_augmentation_resumes_exactly(scratch, monkeypatch, caplog):
     params = make_params(OVERLAY, **{"arch.ae.augment": "affine_flip"})  # an arch override
-    train_stage.train(PARAMS, "ae")
-    plain = (scratch / "models/ae.pt").read_bytes()
-    train_stage.train(params, "ae")
-    straight = torch.load(scratch / "models/ae.pt", weights_only=True)
+    train_stage.train(PARAMS, "ae", 0)
+    plain = (scratch / "models/ae/seed0.pt").read_bytes()
+    train_stage.train(params, "ae", 0)
+    straight = torch.load(scratch / "models/ae/seed0.pt", weights_only=True)
     assert straight["params"]["train"]["augment"] == "affine_flip"
-    assert (scratch / "models/ae.pt").read_bytes() != plain
+    assert (scratch / "models/ae/seed0.pt").read_bytes() != plain
     with monkeypatch.context() as m:
         _interrupt_after_epoch_1(m)
         with pytest.raises(Crash):
-            train_stage.train(params, "ae")
+            train_stage.train(params, "ae", 0)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="imgae_dx"):
-        train_stage.train(params, "ae")
+        train_stage.train(params, "ae", 0)
     assert "resumed from" in caplog.text and "after epoch 1" in caplog.text
-    resumed = torch.load(scratch / "models/ae.pt", weights_only=True)
+    resumed = torch.load(scratch / "models/ae/seed0.pt", weights_only=True)
     for k, v in straight["state_dict"].items():
         assert torch.equal(v, resumed["state_dict"][k]), k
 
