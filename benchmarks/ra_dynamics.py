@@ -9,12 +9,15 @@ checkpoints on. One CSV row per record.
 
     python benchmarks/ra_dynamics.py --steps 600 --out /tmp/ra_default.csv
     python benchmarks/ra_dynamics.py --steps 600 --set beta_rec=0.5 --out /tmp/ra_paper_beta.csv
+    python benchmarks/ra_dynamics.py --steps 600 --set beta_rec=0.5 --augment affine_flip ...
     python benchmarks/ra_dynamics.py --data /tmp/prepared128 --set channels=[8,16,32,64,64] ...
     # the paper's widths (README, "Paper-size preset"; ~10 s a step on two cores):
     python benchmarks/ra_dynamics.py --data /tmp/prepared128 --steps 200 --eval-every 40 \
         --batch-size 8 --lr 5e-5 --grad-clip 0 --threads 2 --set channels=[64,128,256,512,512] \
         --set latent_dim=128 --set beta_rec=0.5 --out /tmp/ra_paper_widths.csv
 
+``--augment affine_flip`` augments every training batch as ``train.augment`` does (the RA
+reference's random affine + flip, drawn from ``(seed, 0, step)``); validation is never augmented.
 ``--set key=value`` overrides an ``arch.ra`` constructor kwarg (YAML-parsed value); the others
 come from ``params.yaml`` (or ``--params``). ``--data`` points at another prepared directory
 (``train.npy``/``val.npy``), e.g. one prepared at 128x128 with
@@ -35,6 +38,7 @@ import numpy as np
 import torch
 import yaml
 
+from imgae_dx.augment import AUGMENTS, augment_batch
 from imgae_dx.config import load_params
 from imgae_dx.device import images_to_tensor
 from imgae_dx.models import build_model
@@ -54,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grad-clip", type=float, default=1.0, help="0 = no clipping")
+    ap.add_argument(
+        "--augment", choices=AUGMENTS, default="off", help="train.augment of the training batches"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, required=True)
     return ap
@@ -116,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     sums: dict[str, float] = {}
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
-        x = images_to_tensor(train[next(batches)], torch.device("cpu"))
+        batch = torch.from_numpy(np.ascontiguousarray(train[next(batches)]))
+        batch = augment_batch(batch, args.augment, seed=args.seed, epoch=0, step=step)
+        x = images_to_tensor(batch, torch.device("cpu"))
         for k, v in model.training_step(x, optimizers, grad_clip=args.grad_clip).items():
             sums[k] = sums.get(k, 0.0) + v
         if step % args.eval_every == 0:
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             sums = {}
             rows.append(row)
             _print(row)
+            _write(args.out, rows)  # every record: a run stopped early keeps what it measured
     _write(args.out, rows)
     best = min(rows, key=lambda r: r["val_mse"])
     print(

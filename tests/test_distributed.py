@@ -126,10 +126,13 @@ def _spawn(tmp: Path, tag: str, config: dict, ckpt: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_resume_like_one_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("augment", ["off", "affine_flip"])
+def test_two_processes_resume_like_one_uninterrupted_run(augment, tmp_path):
     # Constant schedule: ``epochs`` is then not part of the resume fingerprint, so a 2-epoch
-    # run is a 4-epoch run interrupted after epoch 2.
+    # run is a 4-epoch run interrupted after epoch 2. With augmentation each rank augments its
+    # slice of the global batch with that slice's draws.
     base = {"batch_size": 8, "scheduler": "none", "patience": None, "num_threads": 1}
+    base |= {"augment": augment}
     base |= {"device": "cpu", "max_train_batches_per_epoch": 3}
     ckpt = tmp_path / "resume.pt"
     _spawn(tmp_path, "first", {**base, "epochs": 2}, ckpt)

@@ -13,15 +13,14 @@ from imgae_dx import checkpoint
 from imgae_dx.pipeline import train as train_stage
 from tests.conftest import make_params
 
-PARAMS = make_params(
-    {
-        "data": {"image_size": 16},
-        "models": ["ae"],
-        "arch": {"ae": {"channels": [4, 8], "latent_dim": 4, "hidden_dim": 16, "epochs": 2}},
-        "train": {"batch_size": 8, "lr": 1e-3, "num_threads": 1, "resume": True},
-        "mlflow": {"enabled": False},
-    }
-)
+OVERLAY = {
+    "data": {"image_size": 16},
+    "models": ["ae"],
+    "arch": {"ae": {"channels": [4, 8], "latent_dim": 4, "hidden_dim": 16, "epochs": 2}},
+    "train": {"batch_size": 8, "lr": 1e-3, "num_threads": 1, "resume": True},
+    "mlflow": {"enabled": False},
+}
+PARAMS = make_params(OVERLAY)
 
 
 @pytest.fixture()
@@ -110,17 +109,39 @@ def test_interrupted_stage_resumes_only_its_own_state(scratch, monkeypatch, capl
     assert (scratch / "models/ae/seed0.pt").read_bytes() == before
 
 
+def test_interrupted_stage_with_augmentation_resumes_exactly(scratch, monkeypatch, caplog):
+    params = make_params(OVERLAY, **{"arch.ae.augment": "affine_flip"})  # an arch override
+    train_stage.train(PARAMS, "ae", 0)
+    plain = (scratch / "models/ae/seed0.pt").read_bytes()
+    train_stage.train(params, "ae", 0)
+    straight = torch.load(scratch / "models/ae/seed0.pt", weights_only=True)
+    assert straight["params"]["train"]["augment"] == "affine_flip"
+    assert (scratch / "models/ae/seed0.pt").read_bytes() != plain
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch_1(m)
+        with pytest.raises(Crash):
+            train_stage.train(params, "ae", 0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="imgae_dx"):
+        train_stage.train(params, "ae", 0)
+    assert "resumed from" in caplog.text and "after epoch 1" in caplog.text
+    resumed = torch.load(scratch / "models/ae/seed0.pt", weights_only=True)
+    for k, v in straight["state_dict"].items():
+        assert torch.equal(v, resumed["state_dict"][k]), k
+
+
 def test_training_code_digest_covers_models_and_loop(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "models").mkdir(parents=True)
-    files = ("models/ae.py", "models/ra.py", "train.py", "device.py", "checkpoint.py", "report.py")
+    files = ("models/ae.py", "models/ra.py", "train.py", "augment.py", "device.py", "checkpoint.py")
+    files += ("report.py",)
     for f in files:
         (pkg / f).write_text("x = 1\n")
     base = checkpoint.training_code_digest(pkg)
     assert base == checkpoint.training_code_digest(pkg) and len(base) == 16
     (pkg / "report.py").write_text("x = 2\n")  # not training code
     assert checkpoint.training_code_digest(pkg) == base
-    for f in ("models/ra.py", "train.py", "checkpoint.py"):
+    for f in ("models/ra.py", "train.py", "augment.py", "checkpoint.py"):
         (pkg / f).write_text("x = 3\n")
         assert checkpoint.training_code_digest(pkg) != base, f
         (pkg / f).write_text("x = 1\n")

@@ -103,7 +103,7 @@ def load_model(path: str | os.PathLike):
 
 # ---- what a resumable run must match ---------------------------------------------------------------
 #: Modules whose code decides the trained weights: a resume state written by other code is stale.
-TRAINING_CODE = ("train.py", "device.py", "checkpoint.py", "models/*.py")
+TRAINING_CODE = ("train.py", "augment.py", "device.py", "checkpoint.py", "models/*.py")
 
 
 def training_code_digest(package: str | os.PathLike | None = None) -> str:

@@ -45,6 +45,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from imgae_dx import scoring
+from imgae_dx.augment import AugmentMode
 from imgae_dx.data import nih
 from imgae_dx.errors import UserError
 
@@ -222,6 +223,14 @@ class TrainParams(_Block):
                 "(e.g. python, or torchrun --standalone --nproc-per-node=2)"
             )
         return v
+
+    augment: AugmentMode = "off"  # training batches only: off | affine_flip (RA reference's)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment_off(cls, v: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads a bare `off` as false: take it as meant.
+        return "off" if v is False else v
 
     @field_validator("device")
     @classmethod

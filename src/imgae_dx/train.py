@@ -43,6 +43,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from tqdm import tqdm
 
 from imgae_dx import checkpoint
+from imgae_dx.augment import augment_batch
 from imgae_dx.config import Scheduler, TrainParams
 from imgae_dx.device import (
     autocast_factory,
@@ -374,7 +375,11 @@ def _train_epoch(
         disable=None if run.world.is_main else True, leave=False, dynamic_ncols=True,
     )  # fmt: skip
     t0 = time.perf_counter()
-    for batch in _iterate(images, batches, num_workers, dev.type == "cuda"):
+    for step, batch in enumerate(_iterate(images, batches, num_workers, dev.type == "cuda")):
+        batch = augment_batch(  # train.augment; validation batches never pass here
+            batch.to(dev, non_blocking=True), cfg.augment, seed=seed, epoch=epoch, step=step,
+            part=(run.world.rank, run.world.size),
+        )  # fmt: skip
         x = images_to_tensor(batch, dev)
         lr = run.optimizers[0].param_groups[0]["lr"]
         with batch_shard(run.world.rank, run.world.size):
