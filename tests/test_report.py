@@ -254,6 +254,30 @@ def test_metrics_json_contract(built):
     assert 0 <= c["p_delong"] <= c["p_holm"] <= 1 and len(c["delta_auroc_ci95"]) == 2
 
 
+def test_headline_is_the_few_numbers_dvc_tracks(built):
+    root, result = built
+    head = json.loads((root / "reports/headline.json").read_text())
+    ae = head["models"]["ae"]
+    assert list(ae) == [
+        "auroc",
+        "auroc_ci95_lo",
+        "auroc_ci95_hi",
+        "auprc",
+        "sens_at_95spec",
+        "val_loss",
+    ]
+    full = result["models"]["ae"]
+    assert [ae["auroc_ci95_lo"], ae["auroc_ci95_hi"]] == full["auroc_ci95"]
+    assert (ae["auroc"], ae["auprc"]) == (full["auroc"], full["auprc"])
+    assert ae["val_loss"] == result["training"]["models"]["ae"]["best_val_loss"] == 0.01
+    assert head["comparisons"] == {
+        "ae_vs_unet": {k: result["comparisons"]["ae_vs_unet"][k] for k in ("delta_auroc", "p_holm")}
+    }
+    # flat scalars only, a few per model: what `dvc exp show` turns into columns
+    leaves = [v for block in head.values() for m in block.values() for v in m.values()]
+    assert len(leaves) == 6 * len(MODELS) + 2 and all(isinstance(v, float) for v in leaves)
+
+
 @pytest.fixture(scope="module")
 def analysis(built) -> results.Analysis:
     root, _ = built

@@ -30,6 +30,7 @@ def score(params: Params, arch: str) -> dict[str, Any]:
     stage = f"score@{arch}"
     with tracking.start_run(stage, params, run_name=stage) as run:
         run.log_params({"arch": arch, "score": method.as_dict()})
+        run.log_datasets({s: paths.prepared_manifest(s) for s in ("val", "test")})
         frames, test_maps = [], {}
         for name in ("val", "test"):
             manifest, images = _split_images(name)

@@ -42,6 +42,7 @@ def train(params: Params, arch: str) -> dict[str, Any]:
                 "data": params.data.model_dump(include={"source", "image_size", "views", "shards"}),
             }
         )
+        run.log_datasets({s: paths.prepared_manifest(s) for s in ("train", "val")})
         result = train_model(
             model,
             train_x,

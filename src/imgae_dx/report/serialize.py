@@ -1,8 +1,11 @@
-"""The contract of ``reports/metrics.json``: the one module that names its keys.
+"""The contract of ``reports/metrics.json`` and ``reports/headline.json``: the one module that
+names their keys.
 
 :func:`to_metrics` turns an :class:`~imgae_dx.report.results.Analysis` into the metrics dict,
-key by key in the order metrics.json has always had (``dvc metrics diff`` and
-``imgae-dx check-metrics`` compare files across runs). Interval keys carry the level
+key by key in the order metrics.json has always had (``imgae-dx check-metrics`` compares files
+across runs). :func:`to_headline` picks from it the few dozen numbers DVC tracks as the
+stage's metrics (``dvc exp show``, ``dvc metrics diff``); :func:`headline_model_keys` names
+the per-model ones. Interval keys carry the level
 (``auroc_ci95``), the threshold-sweep keys their targets (``sens_at_95spec``): see
 :class:`imgae_dx.config.ReportParams`.
 """
@@ -244,3 +247,42 @@ def headline_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
             k: c.get(k) for k in ("delta_auroc", "z_delong", "p_delong", "p_holm")
         }
     return out
+
+
+#: The validation-normal loss of the selected checkpoint in the headline: what
+#: ``imgae-dx select`` ranks experiments by (never a test metric).
+VAL_LOSS = "val_loss"
+
+
+def headline_model_keys(rp: ReportParams) -> tuple[str, ...]:
+    """The per-model keys of the headline, in order: pooled test AUROC and its interval,
+    AUPRC, sensitivity at the target specificity, and the validation-normal loss."""
+    ck = ci_key(rp)
+    return ("auroc", f"auroc_{ck}_lo", f"auroc_{ck}_hi", "auprc", sens_key(rp), VAL_LOSS)
+
+
+def _headline_model(m: Mapping[str, Any], training: Mapping[str, Any], rp: ReportParams) -> dict:
+    ci = m.get(f"auroc_{ci_key(rp)}") or [None, None]
+    values = (m.get("auroc"), ci[0], ci[1], m.get("auprc"), m.get(sens_key(rp)))
+    values += (training.get("best_val_loss"),)
+    return dict(zip(headline_model_keys(rp), values, strict=True))
+
+
+def to_headline(result: Mapping[str, Any], rp: ReportParams) -> dict:
+    """``reports/headline.json``, the DVC metrics of the report stage, from a metrics dict.
+
+    One flat block per model (``models.<arch>``: :func:`headline_model_keys`; an interval is
+    two scalars, ``_lo`` and ``_hi``, so that ``dvc metrics diff`` compares it) and one per
+    comparison (``comparisons.<a>_vs_<b>``: ``delta_auroc``, ``p_holm``). Summaries over seeds
+    belong in the model's block, next to the numbers they summarize.
+    """
+    trained = (result.get("training") or {}).get("models") or {}
+    return {
+        "models": {
+            a: _headline_model(m, trained.get(a) or {}, rp) for a, m in result["models"].items()
+        },
+        "comparisons": {
+            k: {"delta_auroc": c.get("delta_auroc"), "p_holm": c.get("p_holm")}
+            for k, c in (result.get("comparisons") or {}).items()
+        },
+    }
