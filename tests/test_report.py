@@ -18,7 +18,7 @@ from imgae_dx import config, report
 from imgae_dx.cli import compare_metrics
 from imgae_dx.data.issues import ISSUE_COLUMNS, Issue, issues_frame
 from imgae_dx.io import write_npz
-from imgae_dx.report import caveats, results
+from imgae_dx.report import caveats, results, serialize
 
 S = 16
 MODELS = ["ae", "unet"]
@@ -257,7 +257,8 @@ def test_metrics_json_contract(built):
 def test_headline_is_the_few_numbers_dvc_tracks(built):
     root, result = built
     head = json.loads((root / "reports/headline.json").read_text())
-    ae = head["models"]["ae"]
+    assert list(head) == [*MODELS, "ae_vs_unet"]
+    ae = head["ae"]
     assert list(ae) == [
         "auroc",
         "auroc_ci95_lo",
@@ -270,11 +271,14 @@ def test_headline_is_the_few_numbers_dvc_tracks(built):
     assert [ae["auroc_ci95_lo"], ae["auroc_ci95_hi"]] == full["auroc_ci95"]
     assert (ae["auroc"], ae["auprc"]) == (full["auroc"], full["auprc"])
     assert ae["val_loss"] == result["training"]["models"]["ae"]["best_val_loss"] == 0.01
-    assert head["comparisons"] == {
-        "ae_vs_unet": {k: result["comparisons"]["ae_vs_unet"][k] for k in ("delta_auroc", "p_holm")}
+    assert head["ae_vs_unet"] == {
+        k: result["comparisons"]["ae_vs_unet"][k] for k in ("delta_auroc", "p_holm")
+    }
+    assert serialize.headline_val_losses(head) == {
+        a: result["training"]["models"][a]["best_val_loss"] for a in MODELS
     }
     # flat scalars only, a few per model: what `dvc exp show` turns into columns
-    leaves = [v for block in head.values() for m in block.values() for v in m.values()]
+    leaves = [v for block in head.values() for v in block.values()]
     assert len(leaves) == 6 * len(MODELS) + 2 and all(isinstance(v, float) for v in leaves)
 
 

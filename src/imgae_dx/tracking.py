@@ -438,7 +438,7 @@ def manifest_dataset(name: str, path: str | os.PathLike) -> Any:
     with warnings.catch_warnings():  # MLflow's hint on integer columns is for model signatures
         warnings.simplefilter("ignore", UserWarning)
         ds = mlflow.data.from_pandas(pd.read_csv(p), source=p.as_posix(), name=name, digest=digest)
-    return Dataset(**ds.to_dict())
+        return Dataset(**ds.to_dict())
 
 
 def _pid_alive(pid: int) -> bool:

@@ -271,18 +271,22 @@ def _headline_model(m: Mapping[str, Any], training: Mapping[str, Any], rp: Repor
 def to_headline(result: Mapping[str, Any], rp: ReportParams) -> dict:
     """``reports/headline.json``, the DVC metrics of the report stage, from a metrics dict.
 
-    One flat block per model (``models.<arch>``: :func:`headline_model_keys`; an interval is
-    two scalars, ``_lo`` and ``_hi``, so that ``dvc metrics diff`` compares it) and one per
-    comparison (``comparisons.<a>_vs_<b>``: ``delta_auroc``, ``p_holm``). Summaries over seeds
-    belong in the model's block, next to the numbers they summarize.
+    One flat block per model (``<arch>``: :func:`headline_model_keys`; an interval is two
+    scalars, ``_lo`` and ``_hi``, so that ``dvc metrics diff`` compares it) and one per
+    comparison (``<a>_vs_<b>``: ``delta_auroc``, ``p_holm``), at the top level so that the
+    columns of ``dvc exp show`` stay short (``ae.auroc``). Summaries over seeds belong in the
+    model's block, next to the numbers they summarize.
     """
     trained = (result.get("training") or {}).get("models") or {}
+    out = {a: _headline_model(m, trained.get(a) or {}, rp) for a, m in result["models"].items()}
+    for k, c in (result.get("comparisons") or {}).items():
+        out[k] = {"delta_auroc": c.get("delta_auroc"), "p_holm": c.get("p_holm")}
+    return out
+
+
+def headline_val_losses(headline: Mapping[str, Any]) -> dict[str, float | None]:
+    """``{arch: val_loss}`` of a headline dict: its model blocks are those with
+    :data:`VAL_LOSS` (comparison blocks have none)."""
     return {
-        "models": {
-            a: _headline_model(m, trained.get(a) or {}, rp) for a, m in result["models"].items()
-        },
-        "comparisons": {
-            k: {"delta_auroc": c.get("delta_auroc"), "p_holm": c.get("p_holm")}
-            for k, c in (result.get("comparisons") or {}).items()
-        },
+        k: v.get(VAL_LOSS) for k, v in headline.items() if isinstance(v, Mapping) and VAL_LOSS in v
     }
