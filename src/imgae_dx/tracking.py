@@ -414,6 +414,10 @@ class Run:
         ]
         if inputs:
             self._call("log_datasets", "log_inputs", datasets=inputs)
+        if inputs and self.parent_id is not None and self._client is not None:
+            # the parent lists every split its stages read (MLflow keeps one input per digest)
+            with contextlib.suppress(Exception):
+                self._client.log_inputs(self.parent_id, datasets=inputs)
 
     def end(self, status: str) -> None:
         """Mark the run ``status``, and its parent with it (the parent shows how the latest
