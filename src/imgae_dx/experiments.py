@@ -107,7 +107,7 @@ def format_ranking(r: Ranking) -> list[str]:
     lines = [f"{r.arch}: experiments by validation-normal loss (lower is better)"]
     for i, (c, v) in enumerate(r.ranked, 1):
         kind = "" if c.is_experiment else "  (baseline commit)"
-        lines.append(f"  {i:2d}. {c.name:24s} {v:.6g}  {c.rev[:7]}{kind}")
+        lines.append(f"  {i:2d}. {c.name:24s} {v:<10.6g} {c.rev[:7]}{kind}")
     for c in r.not_comparable:
         lines.append(f"   -  {c.name:24s} not comparable: its data.* params differ")
     best = r.ranked[0][0]
