@@ -602,7 +602,8 @@ def _open(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any]) -> 
 @contextlib.contextmanager
 def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Iterator[Run]:
     """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev,
-    host and pid); it ends ``FINISHED``, or ``FAILED`` on an exception or SIGTERM.
+    host and pid), nested under the pipeline run's parent (:func:`pipeline_run_name`); it
+    ends ``FINISHED``, or ``FAILED`` on an exception or SIGTERM, and its parent with it.
 
     An unusable store is one warning line and an inactive :class:`Run`, or, with
     ``mlflow.required: true``, a :class:`~imgae_dx.errors.UserError` before the block runs.
