@@ -237,7 +237,7 @@ def test_a_fresh_clone_pulls_results_from_the_remote_and_reproduces_nothing(repo
 
     # Without the raw data (a clone that pulls every stage's outputs but fetch's, as with the
     # default `cache: false`): fetch regenerates it byte for byte and nothing downstream reruns
-    # (the synthetic source is deterministic; a Kaggle fetch likewise).
+    # (the synthetic source is deterministic).
     bare = tmp_path / "bare"
     run_checked(["git", "clone", "-q", str(ws), str(bare)], tmp_path, env)
     run_checked(DVC + ["pull", "split", "prepare", "train", "score", "report"], bare, env2)
