@@ -131,9 +131,9 @@ def test_two_queued_experiments_run_at_once_into_one_store(repo, queued):
     runs = _mlflow_runs(ws)
     for name in EXPS:  # one parent per experiment, named after it, holding its stages
         stages = {r["name"] for r in runs[name]}
-        assert {"train@ae", "score@ae", "report"} <= stages, stages
+        assert {"train@ae-0", "score@ae-0", "report"} <= stages, stages
         assert {r["status"] for r in runs[name]} == {"FINISHED"}
-    a, b = (next(r for r in runs[n] if r["name"] == "train@ae") for n in EXPS)
+    a, b = (next(r for r in runs[n] if r["name"] == "train@ae-0") for n in EXPS)
     assert a["start"] < b["end"] and b["start"] < a["end"]  # the two trainings overlapped
 
 
@@ -208,10 +208,10 @@ def test_mlflow_ui_shows_nested_runs_and_their_datasets(repo, queued, mlflow_ser
             page.goto(f"{url}?workflowType=machine_learning")
             for name in EXPS:  # the parents, named after the DVC experiments
                 page.get_by_role("link", name=name, exact=True).wait_for(timeout=60_000)
-            assert page.get_by_text("train@ae", exact=True).count() == 0  # nested: collapsed
+            assert page.get_by_text("train@ae-0", exact=True).count() == 0  # nested: collapsed
             row = page.get_by_role("row").filter(has_text="lat2")
             row.get_by_role("button").first.click()  # expand the parent
-            page.get_by_role("link", name="train@ae", exact=True).wait_for(timeout=30_000)
+            page.get_by_role("link", name="train@ae-0", exact=True).wait_for(timeout=30_000)
             assert page.get_by_role("columnheader", name="Dataset").count() >= 1
             assert page.get_by_text(re.compile(r"^train \(")).count() >= 1  # name (digest)
         finally:
@@ -230,7 +230,9 @@ def test_a_fresh_clone_pulls_results_from_the_remote_and_reproduces_nothing(repo
     env2 = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'clone-mlflow.db'}"}
     run_checked(DVC + ["pull"], clone, env2)
     for m in MODELS:
-        assert (clone / f"models/{m}.pt").read_bytes() == (ws / f"models/{m}.pt").read_bytes()
+        assert (clone / f"models/{m}/seed0.pt").read_bytes() == (
+            ws / f"models/{m}/seed0.pt"
+        ).read_bytes()
     ran = _ran(run_checked(DVC + ["repro"], clone, env2).stdout)
     assert ran == {"check"}, ran  # check validates params.yaml; no fetch, training or scoring
     assert run_checked(["git", "status", "--porcelain"], clone, env2).stdout == ""

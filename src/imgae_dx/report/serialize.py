@@ -29,6 +29,7 @@ from imgae_dx.report.results import (
     Localization,
     ModelResult,
     OperatingPoint,
+    SeedSpread,
     Stratum,
     TrainingResult,
 )
@@ -213,6 +214,35 @@ def _training_run(r: TrainingResult) -> dict:
     }
 
 
+def _seed_spread(sp: SeedSpread, ck: str) -> dict:
+    per_seed = {
+        str(r.seed): {
+            "auroc": r.auroc,
+            f"auroc_{ck}": _ci(r.auroc_ci),
+            "auprc": r.auprc,
+            f"auprc_{ck}": _ci(r.auprc_ci),
+        }
+        for r in sp.runs
+    }
+    return {
+        "auroc_mean": sp.auroc_mean,
+        "auroc_sd": sp.auroc_sd,
+        "auprc_mean": sp.auprc_mean,
+        "auprc_sd": sp.auprc_sd,
+        "n_seeds": len(sp.runs),
+        "per_seed": per_seed,
+    }
+
+
+def _seeds(an: Analysis, ck: str) -> dict:
+    """The training seeds (only with several: ``models`` then holds the seed ensembles)."""
+    return {
+        "seeds": list(an.seeds),
+        "ensemble": "per-image mean score over seeds",
+        "models": {a: _seed_spread(sp, ck) for a, sp in an.by_seed.items()},
+    }
+
+
 def to_metrics(an: Analysis) -> dict:
     """The metrics.json dict of an analysis (JSON types only, numbers as :func:`clean_json`)."""
     rp, ck = an.params, ci_key(an.params)
@@ -228,6 +258,8 @@ def to_metrics(an: Analysis) -> dict:
             "models": {a: _training_run(r) for a, r in an.training.models.items()},
         },
     }
+    if len(an.seeds) > 1:
+        out["seeds"] = _seeds(an, ck)
     return clean_json(out)
 
 
@@ -261,27 +293,44 @@ def headline_model_keys(rp: ReportParams) -> tuple[str, ...]:
     return ("auroc", f"auroc_{ck}_lo", f"auroc_{ck}_hi", "auprc", sens_key(rp), VAL_LOSS)
 
 
-def _headline_model(m: Mapping[str, Any], training: Mapping[str, Any], rp: ReportParams) -> dict:
+#: Per-model keys the headline adds from metrics.json's ``seeds`` block (several seeds only).
+HEADLINE_SEED_KEYS = ("auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd")
+
+
+def _val_loss(arch: str, training: Mapping[str, Any]) -> float | None:
+    """The selected validation loss of ``arch``: its run's, or the mean over its training
+    seeds' runs (``<arch>/seed<k>``) when there are several."""
+    runs = [r for k, r in training.items() if k == arch or k.startswith(f"{arch}/seed")]
+    losses = [r.get("best_val_loss") for r in runs]
+    if not losses or any(v is None for v in losses):
+        return None
+    return float(np.mean(losses))
+
+
+def _headline_model(arch: str, result: Mapping[str, Any], rp: ReportParams) -> dict:
+    m = result["models"][arch]
+    training = (result.get("training") or {}).get("models") or {}
     ci = m.get(f"auroc_{ci_key(rp)}") or [None, None]
     values = (m.get("auroc"), ci[0], ci[1], m.get("auprc"), m.get(sens_key(rp)))
-    values += (training.get("best_val_loss"),)
-    return dict(zip(headline_model_keys(rp), values, strict=True))
+    out = dict(zip(headline_model_keys(rp), (*values, _val_loss(arch, training)), strict=True))
+    spread = ((result.get("seeds") or {}).get("models") or {}).get(arch) or {}
+    return out | {k: spread[k] for k in HEADLINE_SEED_KEYS if k in spread}
 
 
 def to_headline(result: Mapping[str, Any], rp: ReportParams) -> dict:
     """``reports/headline.json``, the DVC metrics of the report stage, from a metrics dict.
 
-    One flat block per model (``<arch>``: :func:`headline_model_keys`; an interval is two
-    scalars, ``_lo`` and ``_hi``, so that ``dvc metrics diff`` compares it) and one per
-    comparison (``<a>_vs_<b>``: ``delta_auroc``, ``p_holm``), at the top level so that the
-    columns of ``dvc exp show`` stay short (``ae.auroc``). Summaries over seeds belong in the
-    model's block, next to the numbers they summarize.
+    One flat block per model (``<arch>``: :func:`headline_model_keys`, then, with several
+    training seeds, :data:`HEADLINE_SEED_KEYS`; the model's numbers are then the seed
+    ensemble's and ``val_loss`` the mean over seeds; an interval is two scalars, ``_lo`` and
+    ``_hi``, so that ``dvc metrics diff`` compares it) and one per comparison
+    (``<a>_vs_<b>``: ``delta_auroc``, ``p_holm``), at the top level so that the columns of
+    ``dvc exp show`` stay short (``ae.auroc``).
     """
-    trained = (result.get("training") or {}).get("models") or {}
-    out = {a: _headline_model(m, trained.get(a) or {}, rp) for a, m in result["models"].items()}
+    out = {a: _headline_model(a, result, rp) for a in result["models"]}
     for k, c in (result.get("comparisons") or {}).items():
         out[k] = {"delta_auroc": c.get("delta_auroc"), "p_holm": c.get("p_holm")}
-    return out
+    return clean_json(out)
 
 
 def headline_val_losses(headline: Mapping[str, Any]) -> dict[str, float | None]:
