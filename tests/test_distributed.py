@@ -99,8 +99,10 @@ def test_two_processes_train_the_single_process_model(arch, tmp_path, monkeypatc
     ]
     assert [p.as_posix() for p in curves] == [f"{arch}/seed0.csv"]
     with sqlite3.connect(dist / "mlflow.db") as db:
-        runs = db.execute("select name, status from runs").fetchall()
-    assert runs == [(f"train@{arch}-0", "FINISHED")]
+        stage = "select run_uuid from tags where key = 'dvc.stage'"
+        runs = db.execute(f"select name, status from runs where run_uuid in ({stage})").fetchall()
+        n_all = db.execute("select count(*) from runs").fetchone()[0]
+    assert runs == [(f"train@{arch}-0", "FINISHED")] and n_all == 2  # and its parent run
 
 
 # ---- the library loop under a process group: resume --------------------------------------------

@@ -18,7 +18,7 @@ from imgae_dx import config, report
 from imgae_dx.cli import compare_metrics
 from imgae_dx.data.issues import ISSUE_COLUMNS, Issue, issues_frame
 from imgae_dx.io import write_npz
-from imgae_dx.report import caveats, results
+from imgae_dx.report import caveats, results, serialize
 
 S = 16
 MODELS = ["ae", "unet"]
@@ -252,6 +252,53 @@ def test_metrics_json_contract(built):
         m["models"]["ae"]["auroc"] - m["models"]["unet"]["auroc"], abs=2e-6
     )
     assert 0 <= c["p_delong"] <= c["p_holm"] <= 1 and len(c["delta_auroc_ci95"]) == 2
+
+
+def test_headline_is_the_few_numbers_dvc_tracks(built):
+    root, result = built
+    head = json.loads((root / "reports/headline.json").read_text())
+    assert list(head) == [*MODELS, "ae_vs_unet"]
+    ae = head["ae"]
+    assert list(ae) == [
+        "auroc",
+        "auroc_ci95_lo",
+        "auroc_ci95_hi",
+        "auprc",
+        "sens_at_95spec",
+        "val_loss",
+    ]
+    full = result["models"]["ae"]
+    assert [ae["auroc_ci95_lo"], ae["auroc_ci95_hi"]] == full["auroc_ci95"]
+    assert (ae["auroc"], ae["auprc"]) == (full["auroc"], full["auprc"])
+    assert ae["val_loss"] == result["training"]["models"]["ae"]["best_val_loss"] == 0.01
+    assert head["ae_vs_unet"] == {
+        k: result["comparisons"]["ae_vs_unet"][k] for k in ("delta_auroc", "p_holm")
+    }
+    assert serialize.headline_val_losses(head) == {
+        a: result["training"]["models"][a]["best_val_loss"] for a in MODELS
+    }
+    # flat scalars only, a few per model: what `dvc exp show` turns into columns
+    leaves = [v for block in head.values() for v in block.values()]
+    assert len(leaves) == 6 * len(MODELS) + 2 and all(isinstance(v, float) for v in leaves)
+
+
+def test_headline_with_several_seeds_gives_their_spread_and_mean_val_loss(built):
+    _, result = built
+    several = copy.deepcopy(result)
+    runs = several["training"]["models"]
+    for a in MODELS:
+        r = runs.pop(a)
+        runs[f"{a}/seed0"] = r
+        runs[f"{a}/seed1"] = {**r, "best_val_loss": r["best_val_loss"] + 0.002}
+    spread = {"auroc_mean": 0.7, "auroc_sd": 0.01, "auprc_mean": 0.6, "auprc_sd": 0.02}
+    several["seeds"] = {"seeds": [0, 1], "models": {a: {**spread, "n_seeds": 2} for a in MODELS}}
+    head = serialize.to_headline(several, _config().report)
+    ae = head["ae"]
+    assert list(ae)[-4:] == ["auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd"]
+    assert ae["val_loss"] == pytest.approx(
+        result["training"]["models"]["ae"]["best_val_loss"] + 0.001
+    )
+    assert ae["auroc_sd"] == 0.01 and "n_seeds" not in ae
 
 
 @pytest.fixture(scope="module")

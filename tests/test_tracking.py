@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -224,8 +225,10 @@ def test_an_unwritable_sqlite_store_costs_seconds_and_one_line(case, tmp_path):
 
 # ---- runs end, even when their process does not --------------------------------------------------
 def _runs(db: Path) -> dict[str, str]:
+    """The stage runs (not their parents) of store ``db``: name -> status."""
     con = sqlite3.connect(db)
-    rows = dict(con.execute("select name, status from runs"))
+    parents = f"select run_uuid from tags where key = '{tracking.PIPELINE_TAG}'"
+    rows = dict(con.execute(f"select name, status from runs where run_uuid not in ({parents})"))
     con.close()
     return rows
 
@@ -314,3 +317,124 @@ def test_a_store_that_dies_mid_stage_is_one_warning_and_no_more_calls(caplog):
         "MLflow store http://host:5000/: log_metrics failed: refused the connection "
         "(nothing listens there); logging is off for the rest of this stage"
     ]
+
+
+# ---- one parent run per pipeline run, the experiment type, the data --------------------------
+def _stage(params, stage: str, manifests: dict | None = None) -> None:
+    with tracking.start_run(stage, params, run_name=stage) as run:
+        assert run.active
+        run.log_datasets(manifests or {})
+
+
+def test_stage_runs_of_one_experiment_share_a_parent_named_after_it(monkeypatch, tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = make_params(mlflow={"experiment": "t"})
+    for exp, stages in (("exp-a", ["train@ae", "report"]), ("exp-b", ["train@ae"])):
+        monkeypatch.setenv("DVC_EXP_NAME", exp)
+        for stage in stages:
+            _stage(params, stage)
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")  # a rerun of exp-a finds its parent again
+    _stage(params, "score@ae")
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("t")
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    parents = {r.info.run_name: r.info.run_id for r in runs if tracking.PIPELINE_TAG in r.data.tags}
+    assert set(parents) == {"exp-a", "exp-b"}
+    children = {}
+    for r in runs:
+        if tracking.PIPELINE_TAG not in r.data.tags:
+            children.setdefault(r.data.tags["mlflow.parentRunId"], set()).add(r.info.run_name)
+    assert children == {
+        parents["exp-a"]: {"train@ae", "report", "score@ae"},
+        parents["exp-b"]: {"train@ae"},
+    }
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_plain_repro_is_grouped_under_the_git_rev(monkeypatch, tmp_path):
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking.pipeline_run_name() == "workspace"  # not a git repository
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid"}
+    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "x"]):
+        subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True)
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    assert tracking.pipeline_run_name() == f"{rev}-workspace"
+
+
+_CONCURRENT_STAGE = """
+import pathlib, sys, time
+import mlflow
+from imgae_dx import tracking
+from tests.conftest import make_params
+pathlib.Path(sys.argv[1] + ".ready").touch()
+while not pathlib.Path("go").exists():  # start together, once every process has imported
+    time.sleep(0.01)
+with tracking.start_run(sys.argv[1], make_params(mlflow={"experiment": "t"})) as run:
+    assert run.active
+"""
+
+
+def test_concurrent_stages_find_one_parent(monkeypatch, tmp_path):
+    """Four stages of one experiment start at the same moment: one parent, four children,
+    no lock error (queued experiments run stages of different experiments at once)."""
+    db = tmp_path / "m.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "DVC_EXP_NAME": "exp-c"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO)])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_STAGE, f"train@m{i}"],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    while len(list(tmp_path.glob("*.ready"))) < 4 and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert not any("locked" in e or "warning" in e.lower() for e in errors), errors
+    con = sqlite3.connect(db)
+    parents = con.execute(
+        f"select value from tags where key = '{tracking.PIPELINE_TAG}'"
+    ).fetchall()
+    linked = con.execute("select distinct value from tags where key = 'mlflow.parentRunId'")
+    n_linked = len(linked.fetchall())
+    con.close()
+    assert parents == [("exp-c",)] and n_linked == 1
+    assert set(_runs(db)) == {f"train@m{i}" for i in range(4)}
+
+
+def test_split_manifests_are_logged_as_datasets_with_their_md5(monkeypatch, tmp_path):
+    import hashlib
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    manifests = {}
+    for name, n in (("train", 3), ("val", 2)):
+        manifests[name] = tmp_path / f"{name}.csv"
+        rows = "".join(f"img{i}.png,{i},0\n" for i in range(n))
+        manifests[name].write_text("image,patient_id,label\n" + rows)
+    _stage(make_params(mlflow={"experiment": "t"}), "train@ae", manifests)
+    client = mlflow.MlflowClient(uri)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
+              if r.info.run_name == "train@ae"]  # fmt: skip
+    logged = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(logged) == {"train", "val"}
+    for name, path in manifests.items():
+        ds = logged[name]
+        assert ds.dataset.digest == hashlib.md5(path.read_bytes()).hexdigest()
+        assert json.loads(ds.dataset.profile)["num_rows"] == (3 if name == "train" else 2)
+        assert [(t.key, t.value) for t in ds.tags] == [("mlflow.data.context", name)]

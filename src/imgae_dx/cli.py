@@ -1,5 +1,5 @@
 """Small command-line helpers: ``imgae-dx preset-args FILE``, ``param-counts``, ``check-metrics``,
-``check-training``.
+``check-training``, ``select``.
 
 ``preset-args`` turns a params overlay (e.g. ``configs/paper.yaml``) into ``-S key=value``
 arguments for ``dvc exp run``, so a preset runs as an ordinary, comparable experiment:
@@ -164,6 +164,15 @@ def _param_counts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace) -> int:
+    from imgae_dx import experiments
+
+    shown = _read_json(args.exp_show) if args.exp_show else experiments.exp_show_json(args.all)
+    for line in experiments.select(shown, args.arch):
+        print(line)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="imgae-dx", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -202,6 +211,14 @@ def _parser() -> argparse.ArgumentParser:
         help="selected / mean-image validation loss must stay below this",
     )
     t.set_defaults(run=_check_training)
+    s = sub.add_parser(
+        "select",
+        help="rank experiments by validation-normal loss (never test AUROC); name the one to apply",
+    )
+    s.add_argument("--arch", action="append", help="rank by this architecture (repeatable)")
+    s.add_argument("--all", action="store_true", help="experiments of every commit (-A)")
+    s.add_argument("--exp-show", help="a saved `dvc exp show --json` (default: run it)")
+    s.set_defaults(run=_select)
     return ap
 
 

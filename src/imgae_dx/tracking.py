@@ -22,6 +22,13 @@ A store that is down costs a stage seconds, never minutes (``docs/architecture.m
   ended ``FAILED`` by the next stage that logs to the same experiment from the same host, and
   SIGTERM during a stage ends its run ``FAILED`` before the process exits.
 
+The stage runs of one ``dvc repro`` or ``dvc exp run`` are nested under one parent run named
+after the DVC experiment (:func:`pipeline_run_name`), found or created under a file lock so
+that stages never make two. The experiment is marked as model training
+(:data:`EXPERIMENT_KIND_TAG`), so MLflow 3's UI opens it on the runs table, and the split
+manifests a stage read are logged as MLflow datasets with their MD5 as digest
+(:meth:`Run.log_datasets`).
+
 The runs go through :class:`mlflow.MlflowClient`, not the fluent ``mlflow.start_run``: no
 process-wide active run or tracking URI that a failed call could leave behind.
 """
@@ -38,6 +45,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,6 +86,15 @@ _QUIET_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3")
 _DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 HOST_TAG, PID_TAG = "imgae_dx.host", "imgae_dx.pid"
+#: The tag that names a parent run (its value: :func:`pipeline_run_name`).
+PIPELINE_TAG = "imgae_dx.pipeline_run"
+#: MLflow 3's experiment type: its UI opens ``custom_model_development`` experiments on the
+#: runs table rather than the GenAI overview.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+#: Seconds a stage waits for another to finish creating the parent run.
+PARENT_LOCK_TIMEOUT_S = 30
+#: Tags of a stage's run that its parent does not carry.
+_STAGE_TAGS = ("dvc.stage", HOST_TAG, PID_TAG)
 
 _SERVER_FIX = "start the server or point MLFLOW_TRACKING_URI at a running one"
 _LOCAL_FIX = "make it writable or point MLFLOW_TRACKING_URI elsewhere"
@@ -310,8 +327,15 @@ class Run:
     unreachable, the remaining calls of the stage are skipped.
     """
 
-    def __init__(self, client: Any | None, run_id: str | None = None, uri: str = ""):
+    def __init__(
+        self,
+        client: Any | None,
+        run_id: str | None = None,
+        uri: str = "",
+        parent_id: str | None = None,
+    ):
         self._client, self.run_id, self._uri = client, run_id, uri
+        self.parent_id = parent_id
         self._warned = False
 
     @property
@@ -376,9 +400,49 @@ class Run:
         if flat:
             self._call("set_tags", "log_batch", tags=flat)
 
+    def log_datasets(self, splits: Mapping[str, str | os.PathLike]) -> None:
+        """Log split manifests (``{"train": "data/prepared/train.csv"}``) as the run's MLflow
+        datasets, context = split; a missing file is skipped."""
+        if self._client is None:
+            return
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(manifest_dataset(name, path), [InputTag("mlflow.data.context", name)])
+            for name, path in splits.items()
+            if Path(path).is_file()
+        ]
+        if inputs:
+            self._call("log_datasets", "log_inputs", datasets=inputs)
+        if inputs and self.parent_id is not None and self._client is not None:
+            # the parent lists every split its stages read (MLflow keeps one input per digest)
+            with contextlib.suppress(Exception):
+                self._client.log_inputs(self.parent_id, datasets=inputs)
+
     def end(self, status: str) -> None:
-        """Mark the run ``status``; an unreachable store leaves it to the next start's clean-up."""
+        """Mark the run ``status``, and its parent with it (the parent shows how the latest
+        stage ended); an unreachable store leaves it to the next start's clean-up."""
         self._call("end", "set_terminated", status)
+        if self.parent_id is not None and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.set_terminated(self.parent_id, status)
+
+
+def manifest_dataset(name: str, path: str | os.PathLike) -> Any:
+    """The MLflow dataset of a split manifest: ``name``, digest = the file's MD5 (as DVC
+    hashes files), source = its path in the repository, schema and row count."""
+    import hashlib
+
+    import mlflow.data
+    import pandas as pd
+    from mlflow.entities import Dataset
+
+    p = Path(path)
+    digest = hashlib.md5(p.read_bytes()).hexdigest()
+    with warnings.catch_warnings():  # MLflow's hint on integer columns is for model signatures
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(pd.read_csv(p), source=p.as_posix(), name=name, digest=digest)
+        return Dataset(**ds.to_dict())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -442,7 +506,66 @@ def _experiment_id(client: Any, name: str) -> str | Problem:
             "restore it (mlflow experiments restore) or set mlflow.experiment",
             False,
         )
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
+
+
+def pipeline_run_name() -> str:
+    """The parent run of this ``dvc repro`` / ``dvc exp run``: the DVC experiment's name
+    (``DVC_EXP_NAME``, set by ``dvc exp run``, queued or not), else ``<git rev>-workspace``
+    (``workspace`` outside git), so every plain ``dvc repro`` of one commit shares a parent."""
+    exp = os.environ.get("DVC_EXP_NAME")
+    if exp:
+        return exp.replace("'", "_")  # the name goes into a search filter
+    import subprocess
+
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{rev}-workspace" if rev else "workspace"
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serializes, per store and host, what two stages must not do at once: open a new SQLite
+    store (MLflow creates its tables on first use), create the experiment, find or create a
+    parent run. A stage that waits past :data:`PARENT_LOCK_TIMEOUT_S` goes on unlocked."""
+    import hashlib
+
+    from filelock import FileLock, Timeout
+
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    lock = FileLock(Path(tempfile.gettempdir()) / f"imgae_dx-mlflow-{key}.lock")
+    try:
+        lock.acquire(timeout=PARENT_LOCK_TIMEOUT_S)
+    except (Timeout, OSError) as e:  # busy, or another user's lock file
+        log.debug("MLflow: store lock %s: %s; going on unlocked", lock.lock_file, e)
+    try:
+        yield
+    finally:
+        if lock.is_locked:
+            lock.release()
+
+
+def _find_or_create_parent(client: Any, experiment_id: str, name: str, tags: Mapping) -> str:
+    """The id of the parent run ``name``, created if missing (under :func:`_store_lock`),
+    marked RUNNING."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PIPELINE_TAG}` = '{name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, PIPELINE_TAG: name})
+    return run.info.run_id
 
 
 def _open(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any]) -> Run | Problem:
@@ -454,27 +577,33 @@ def _open(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any]) -> 
         from mlflow import MlflowClient
         from mlflow.tracking.context import registry as context_registry
 
-        client = MlflowClient(uri)
-        with _environ(_PROBE_LIMITS, override=True):
-            # The probe: one request, no retry (a database store is opened here, once).
-            client.get_experiment_by_name(experiment)
-        experiment_id = _experiment_id(client, experiment)
-        if isinstance(experiment_id, Problem):
-            return experiment_id
+        all_tags = context_registry.resolve_tags(
+            {k: str(v) for k, v in tags.items() if v is not None}
+        )
+        parent_tags = {k: v for k, v in all_tags.items() if k not in _STAGE_TAGS}
+        with _store_lock(uri):
+            client = MlflowClient(uri)
+            with _environ(_PROBE_LIMITS, override=True):
+                # The probe: one request, no retry (a database store is opened here, once).
+                client.get_experiment_by_name(experiment)
+            experiment_id = _experiment_id(client, experiment)
+            if isinstance(experiment_id, Problem):
+                return experiment_id
+            parent = _find_or_create_parent(client, experiment_id, pipeline_run_name(), parent_tags)
         _end_orphaned_runs_quietly(client, experiment_id)
-        all_tags = {k: str(v) for k, v in tags.items() if v is not None}
         run = client.create_run(
-            experiment_id, run_name=run_name, tags=context_registry.resolve_tags(all_tags)
+            experiment_id, run_name=run_name, tags={**all_tags, "mlflow.parentRunId": parent}
         )
     except Exception as e:
         return describe_failure(e)
-    return Run(client, run.info.run_id, uri)
+    return Run(client, run.info.run_id, uri, parent_id=parent)
 
 
 @contextlib.contextmanager
 def start_run(stage: str, params: Params, *, run_name: str | None = None) -> Iterator[Run]:
     """Open an MLflow run for DVC stage ``stage`` (tags: stage, DVC experiment name, git rev,
-    host and pid); it ends ``FINISHED``, or ``FAILED`` on an exception or SIGTERM.
+    host and pid), nested under the pipeline run's parent (:func:`pipeline_run_name`); it
+    ends ``FINISHED``, or ``FAILED`` on an exception or SIGTERM, and its parent with it.
 
     An unusable store is one warning line and an inactive :class:`Run`, or, with
     ``mlflow.required: true``, a :class:`~imgae_dx.errors.UserError` before the block runs.

@@ -17,6 +17,7 @@ def report(params: Params) -> dict[str, Any]:
     with tracking.start_run("report", params) as run:
         result = make_report(inputs, params, out_dir=paths.REPORTS)
         run.log_metrics(headline_metrics(result))
+        run.log_datasets({s: paths.prepared_manifest(s) for s in paths.SPLITS})
         run.log_artifact(paths.REPORT_MD)
         run.log_artifact(paths.METRICS)
     key = f"auroc_{ci_key(params.report)}"

@@ -51,6 +51,7 @@ def score(params: Params, arch: str, seed: int) -> dict[str, Any]:
 
     with tracking.start_run(stage, params, run_name=stage) as run:
         run.log_params({"arch": arch, "seed": seed, "score": method.as_dict()})
+        run.log_datasets({s: paths.prepared_manifest(s) for s in ("val", "test")})
         val = split_scores("val")
         with _test_maps(paths.maps(arch, seed), method) as maps:
             test = split_scores("test", maps)

@@ -72,6 +72,7 @@ def _train(params: Params, arch: str, seed: int, main: bool) -> dict[str, Any]:
                 "data": params.data.model_dump(include={"source", "image_size", "views", "shards"}),
             }
         )
+        run.log_datasets({s: paths.prepared_manifest(s) for s in ("train", "val")})
         result = train_model(
             model,
             train_x,

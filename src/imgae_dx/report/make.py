@@ -12,13 +12,13 @@ from imgae_dx.report import figures
 from imgae_dx.report.analysis import analyze
 from imgae_dx.report.inputs import ReportInputs
 from imgae_dx.report.markdown import render_markdown
-from imgae_dx.report.serialize import to_metrics
+from imgae_dx.report.serialize import to_headline, to_metrics
 
 
 def make_report(
     inputs: ReportInputs, params: Params, out_dir: str | os.PathLike = paths.REPORTS
 ) -> dict:
-    """Compute the metrics and write, under ``out_dir``: metrics.json,
+    """Compute the metrics and write, under ``out_dir``: metrics.json, headline.json,
     plots/{roc,pr}/<arch>.csv, figures/{roc,pr,score_dist,gallery,train_curves}.png,
     report.md and, when the issues files were read, data_issues.csv. Returns the metrics dict
     (the contents of metrics.json)."""
@@ -40,4 +40,5 @@ def make_report(
         write_csv(out / paths.DATA_ISSUES.relative_to(paths.REPORTS), inputs.issues)
     write_text(out / paths.REPORT_MD.relative_to(paths.REPORTS), markdown)
     write_json(out / paths.METRICS.relative_to(paths.REPORTS), result)
+    write_json(out / paths.HEADLINE.relative_to(paths.REPORTS), to_headline(result, params.report))
     return result

@@ -1,8 +1,11 @@
-"""The contract of ``reports/metrics.json``: the one module that names its keys.
+"""The contract of ``reports/metrics.json`` and ``reports/headline.json``: the one module that
+names their keys.
 
 :func:`to_metrics` turns an :class:`~imgae_dx.report.results.Analysis` into the metrics dict,
-key by key in the order metrics.json has always had (``dvc metrics diff`` and
-``imgae-dx check-metrics`` compare files across runs). Interval keys carry the level
+key by key in the order metrics.json has always had (``imgae-dx check-metrics`` compares files
+across runs). :func:`to_headline` picks from it the few dozen numbers DVC tracks as the
+stage's metrics (``dvc exp show``, ``dvc metrics diff``); :func:`headline_model_keys` names
+the per-model ones. Interval keys carry the level
 (``auroc_ci95``), the threshold-sweep keys their targets (``sens_at_95spec``): see
 :class:`imgae_dx.config.ReportParams`.
 """
@@ -276,3 +279,63 @@ def headline_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
             k: c.get(k) for k in ("delta_auroc", "z_delong", "p_delong", "p_holm")
         }
     return out
+
+
+#: The validation-normal loss of the selected checkpoint in the headline: what
+#: ``imgae-dx select`` ranks experiments by (never a test metric).
+VAL_LOSS = "val_loss"
+
+
+def headline_model_keys(rp: ReportParams) -> tuple[str, ...]:
+    """The per-model keys of the headline, in order: pooled test AUROC and its interval,
+    AUPRC, sensitivity at the target specificity, and the validation-normal loss."""
+    ck = ci_key(rp)
+    return ("auroc", f"auroc_{ck}_lo", f"auroc_{ck}_hi", "auprc", sens_key(rp), VAL_LOSS)
+
+
+#: Per-model keys the headline adds from metrics.json's ``seeds`` block (several seeds only).
+HEADLINE_SEED_KEYS = ("auroc_mean", "auroc_sd", "auprc_mean", "auprc_sd")
+
+
+def _val_loss(arch: str, training: Mapping[str, Any]) -> float | None:
+    """The selected validation loss of ``arch``: its run's, or the mean over its training
+    seeds' runs (``<arch>/seed<k>``) when there are several."""
+    runs = [r for k, r in training.items() if k == arch or k.startswith(f"{arch}/seed")]
+    losses = [r.get("best_val_loss") for r in runs]
+    if not losses or any(v is None for v in losses):
+        return None
+    return float(np.mean(losses))
+
+
+def _headline_model(arch: str, result: Mapping[str, Any], rp: ReportParams) -> dict:
+    m = result["models"][arch]
+    training = (result.get("training") or {}).get("models") or {}
+    ci = m.get(f"auroc_{ci_key(rp)}") or [None, None]
+    values = (m.get("auroc"), ci[0], ci[1], m.get("auprc"), m.get(sens_key(rp)))
+    out = dict(zip(headline_model_keys(rp), (*values, _val_loss(arch, training)), strict=True))
+    spread = ((result.get("seeds") or {}).get("models") or {}).get(arch) or {}
+    return out | {k: spread[k] for k in HEADLINE_SEED_KEYS if k in spread}
+
+
+def to_headline(result: Mapping[str, Any], rp: ReportParams) -> dict:
+    """``reports/headline.json``, the DVC metrics of the report stage, from a metrics dict.
+
+    One flat block per model (``<arch>``: :func:`headline_model_keys`, then, with several
+    training seeds, :data:`HEADLINE_SEED_KEYS`; the model's numbers are then the seed
+    ensemble's and ``val_loss`` the mean over seeds; an interval is two scalars, ``_lo`` and
+    ``_hi``, so that ``dvc metrics diff`` compares it) and one per comparison
+    (``<a>_vs_<b>``: ``delta_auroc``, ``p_holm``), at the top level so that the columns of
+    ``dvc exp show`` stay short (``ae.auroc``).
+    """
+    out = {a: _headline_model(a, result, rp) for a in result["models"]}
+    for k, c in (result.get("comparisons") or {}).items():
+        out[k] = {"delta_auroc": c.get("delta_auroc"), "p_holm": c.get("p_holm")}
+    return clean_json(out)
+
+
+def headline_val_losses(headline: Mapping[str, Any]) -> dict[str, float | None]:
+    """``{arch: val_loss}`` of a headline dict: its model blocks are those with
+    :data:`VAL_LOSS` (comparison blocks have none)."""
+    return {
+        k: v.get(VAL_LOSS) for k, v in headline.items() if isinstance(v, Mapping) and VAL_LOSS in v
+    }
