@@ -72,6 +72,21 @@ def maps(arch: str) -> Path:
     return REPORTS / "maps" / f"{arch}.npz"
 
 
+DETECTORS = MODELS / "detectors"  # detector: <arch>.pt, the self-contained detector
+MODEL_CARDS = REPORTS / "model_cards"  # cards: <arch>.md
+
+
+def detector(arch: str) -> Path:
+    """``models/detectors/<arch>.pt``: network, preprocessing, score method, threshold and
+    validation-normal quantiles (:mod:`imgae_dx.detector`)."""
+    return DETECTORS / f"{arch}.pt"
+
+
+def model_card(arch: str) -> Path:
+    """``reports/model_cards/<arch>.md``: the detector's model card."""
+    return MODEL_CARDS / f"{arch}.md"
+
+
 def samples_figure(source: str) -> Path:
     return FIGURES / f"{source}_samples.png"
 
