@@ -101,6 +101,7 @@ def test_predict_writes_one_row_per_film_with_errors_inline(ae_detector, tmp_pat
     write_dicom(films / "frontal", film_pixels(1, seed=3)[0])  # no suffix: found by its preamble
     (films / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     Image.fromarray(film_pixels(1)[0]).resize((FILM * 5, FILM * 5)).save(films / "huge.png")
+    Image.fromarray(film_pixels(1, seed=5)[0]).save(films / "photo.jpeg", quality=95)
     df = run_predict(str(ae_detector), [str(films), str(tmp_path / "missing.png")],
                      str(tmp_path / "out"), heatmaps=True)  # fmt: skip
     written = pd.read_csv(tmp_path / "out" / "predictions.csv")
@@ -111,20 +112,19 @@ def test_predict_writes_one_row_per_film_with_errors_inline(ae_detector, tmp_pat
         "flagged",
         "error",
     ]
-    assert len(written) == 8
+    assert len(written) == 9
     err = dict(zip(written["path"].map(lambda p: p.rsplit("/", 1)[-1]), written["error"]))
     assert "view LL" in err["lateral.dcm"] and "AP/PA" in err["lateral.dcm"]
     assert "cannot decode" in err["corrupt.png"]
     assert "far from the training films" in err["huge.png"]
     assert "no such file" in err["missing.png"]
     ok = written[written["error"].isna()]
-    assert len(ok) == 4 and ok["score"].gt(0).all()
+    assert len(ok) == 5 and ok["score"].gt(0).all()  # 3 PNGs, the frontal DICOM, the JPEG
     assert ok["percentile_among_normals"].between(0, 100).all()
     det = load_detector(ae_detector)
     assert (ok["flagged"] == (ok["score"] > det.threshold)).all()
-    assert all((tmp_path / "out" / "heatmaps").glob("*.png"))
-    assert len(list((tmp_path / "out" / "heatmaps").glob("*.png"))) == 4
-    assert df["heatmap"].notna().sum() == 4
+    assert len(list((tmp_path / "out" / "heatmaps").glob("*.png"))) == 5
+    assert df["heatmap"].notna().sum() == 5
     assert {str(p) for p in pngs} <= set(ok["path"])
 
 
@@ -158,11 +158,19 @@ def test_unusable_detector_is_a_clear_error_before_any_work(tmp_path, content):
 
 
 # ---- ONNX ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ARCHS)
-def test_onnx_runtime_scores_match_torch(arch, tmp_path):
+ONNX_CASES = [(a, {}) for a in ARCHS] + [
+    ("ra", {"saliency": "features"}),  # encoder embeddings as graph outputs
+    ("ae", {"map": "abs", "smooth_sigma": 1.0, "reduce": "p99"}),  # map in graph, numpy after
+]
+
+
+@pytest.mark.parametrize(("arch", "score"), ONNX_CASES, ids=lambda v: str(v) if v else "default")
+def test_onnx_runtime_scores_match_torch(arch, score, tmp_path):
+    """For every architecture (and each way a map leaves the graph), ONNX Runtime's scores
+    are PyTorch's within 1e-4, and so are the decisions."""
     from imgae_dx.export import export_onnx
 
-    det_path = make_detector(tmp_path / f"{arch}.pt", arch)
+    det_path = make_detector(tmp_path / f"{arch}.pt", arch, **score)
     onnx_path = export_onnx(det_path, tmp_path / f"{arch}.onnx")
     films = [(str(p), p, None) for p in write_pngs(tmp_path / "films", 6, seed=11)]
     det, scorer = open_detector(det_path, "cpu")

@@ -75,7 +75,7 @@ def _performance(meta: Mapping[str, Any], m: Mapping[str, Any], rp: ReportParams
     t = meta["threshold"]
     lines += [
         "",
-        f"**Operating threshold** {fmt(t['value'], 6)}: the {t['percentile']:g}th percentile of "
+        f"**Operating threshold** {t['value']:.6g}: the {t['percentile']:g}th percentile of "
         f"{t['n_val_normal']} validation normals' scores; a film scoring above it is flagged. "
         f"On test it gave sensitivity {fmt(thr.get('sensitivity'))} and specificity "
         f"{fmt(thr.get('specificity'))} ({thr.get('tp')} TP, {thr.get('fp')} FP, "
