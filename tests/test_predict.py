@@ -225,3 +225,20 @@ def test_mlflow_pyfunc_from_the_registry_scores_like_predict(ae_detector, tmp_pa
     client = mlflow.MlflowClient()
     arts = {a.path for a in client.list_artifacts(run.run_id, "detector_ae/artifacts")}
     assert {"detector_ae/artifacts/ae.pt", "detector_ae/artifacts/card.md"} <= arts
+
+
+# ---- the command -----------------------------------------------------------------------------
+def test_cli_predict_and_export(ae_detector, tmp_path, capsys, monkeypatch):
+    from imgae_dx.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_pngs(tmp_path / "films", 2)
+    assert main(["export", str(ae_detector), "--format", "onnx"]) == 0
+    assert (tmp_path / "models/onnx/ae.onnx").is_file()  # default: outside models/detectors
+    assert main(["predict", "models/onnx/ae.onnx", "films", "nope.png", "--out", "out"]) == 0
+    assert "2 films scored" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "out/predictions.csv")) == 3
+    (tmp_path / "broken.pt").write_bytes(b"x")
+    assert main(["predict", "broken.pt", "films", "--out", "out2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: broken.pt: unreadable detector file")

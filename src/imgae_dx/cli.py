@@ -175,7 +175,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from imgae_dx.export import export_onnx
 
-    out = args.out or str(Path(args.detector).with_suffix(".onnx"))
+    out = args.out or str(paths.onnx_export(Path(args.detector).stem))
     print(export_onnx(args.detector, out))
     return 0
 
@@ -199,7 +199,7 @@ def _add_use_commands(sub: Any) -> None:
     e = sub.add_parser("export", help="export a detector (network, map, metadata) as ONNX")
     e.add_argument("detector", help="models/detectors/<arch>.pt")
     e.add_argument("--format", choices=["onnx"], default="onnx")
-    e.add_argument("--out", default=None, help="default: the detector's path with .onnx")
+    e.add_argument("--out", default=None, help="default: models/onnx/<detector name>.onnx")
     e.set_defaults(run=_export)
 
 

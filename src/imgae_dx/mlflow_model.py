@@ -46,7 +46,8 @@ def score_films(detector: Any, scorer: Any, films: pd.DataFrame) -> pd.DataFrame
         raise ValueError(f"expected a column 'film' (the file's bytes), got {list(films.columns)}")
     items = [(str(i), _as_bytes(v), None) for i, v in enumerate(films["film"])]
     out = predict_films(detector, scorer, items, total=len(items))
-    out["flagged"] = out["flagged"].astype(object).where(out["flagged"].notna(), None)
+    for col in ("flagged", "error"):  # None, not NaN, where there is none (JSON null)
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
     return out[OUTPUT_COLUMNS].reset_index(drop=True)
 
 

@@ -82,6 +82,12 @@ def detector(arch: str) -> Path:
     return DETECTORS / f"{arch}.pt"
 
 
+def onnx_export(name: str) -> Path:
+    """``models/onnx/<name>.onnx``: where ``imgae-dx export`` writes by default (outside
+    ``models/detectors``, which the ``cards`` stage depends on)."""
+    return MODELS / "onnx" / f"{name}.onnx"
+
+
 def model_card(arch: str) -> Path:
     """``reports/model_cards/<arch>.md``: the detector's model card."""
     return MODEL_CARDS / f"{arch}.md"
