@@ -1,4 +1,4 @@
-"""DVC stage `detector@<arch>`: see imgae_dx.pipeline.detector."""
+"""DVC stage `detector@<arch>-<seed>`: see imgae_dx.pipeline.detector."""
 
 import sys
 
@@ -6,4 +6,4 @@ from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.detector import detector
 
 if __name__ == "__main__":
-    sys.exit(stage_main(detector, per_arch=True, doc=__doc__))
+    sys.exit(stage_main(detector, per_arch=True, per_seed=True, doc=__doc__))

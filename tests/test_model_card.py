@@ -50,7 +50,7 @@ def test_report_caveats_are_the_bullets_of_the_caveats_section():
 
 
 def test_model_card_states_data_metrics_threshold_views_use_and_limitations():
-    card = model_card(META, RESULT, report_caveats(REPORT_MD), make_params().report)
+    card = model_card(META, RESULT, report_caveats(REPORT_MD), make_params().report, "d/ae.pt")
     for text in (
         "| source | kaggle |", "images_001, images_002", "| training images | 1234 |",
         "| training patients | 321 |", "| AUROC | 0.712 [0.650, 0.770] |",
@@ -63,5 +63,18 @@ def test_model_card_states_data_metrics_threshold_views_use_and_limitations():
 
 
 def test_model_card_without_metrics_says_so():
-    card = model_card(META, None, [], make_params().report)
+    card = model_card(META, None, [], make_params().report, "d/ae.pt")
     assert "| AUROC | n/a |" in card and "No per-view figures." in card
+    assert "seed ensemble" in card  # no threshold figures for this seed: says where they are
+
+
+def test_seed_result_picks_the_seed_of_the_card():
+    from imgae_dx.pipeline.cards import seed_result
+
+    one = {"models": {"ae": RESULT}}
+    assert seed_result(one, "ae", 0) is RESULT
+    several = {
+        "models": {"ae": {"auroc": 0.9}},
+        "seeds": {"models": {"ae": {"per_seed": {"0": {"auroc": 0.5}, "1": {"auroc": 0.6}}}}},
+    }
+    assert seed_result(several, "ae", 1) == {"auroc": 0.6}

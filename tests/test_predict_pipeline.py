@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from tests.conftest import run_checked, tiny_workspace
 
@@ -20,10 +19,7 @@ MODELS = ["ae", "ra"]  # one residual map, one CLAHE x saliency map
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     ws = tmp_path_factory.mktemp("repo")
-    env = tiny_workspace(ws)
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["models"] = MODELS
-    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = tiny_workspace(ws, {"models": MODELS})
     run_checked([sys.executable, "-m", "dvc", "repro", "cards"], ws, env, timeout=1500)
     return ws, env
 
@@ -37,11 +33,11 @@ def test_predict_on_the_test_films_reproduces_the_score_stage(repro, arch):
     ws, env = repro
     test = pd.read_csv(ws / "data/prepared/test.csv")
     films = [str(image_path("data/raw", n)) for n in test["image"]]
-    cmd = [sys.executable, "-m", "imgae_dx.cli", "predict", f"models/detectors/{arch}.pt"]
+    cmd = [sys.executable, "-m", "imgae_dx.cli", "predict", f"models/detectors/{arch}/seed0.pt"]
     run_checked(cmd + films + ["--out", f"out_{arch}", "--device", "cpu"], ws, env)
     got = pd.read_csv(ws / f"out_{arch}/predictions.csv")
     assert got["error"].isna().all(), got["error"].dropna().head().tolist()
-    scores = pd.read_csv(ws / f"reports/scores/{arch}.csv")
+    scores = pd.read_csv(ws / f"reports/scores/{arch}/seed0.csv")
     ref = scores[scores["split"] == "test"].set_index("image")["score"]
     names = got["path"].map(lambda p: p.rsplit("/", 1)[-1])
     np.testing.assert_allclose(got["score"], ref.loc[names].to_numpy(), rtol=0, atol=1e-6)

@@ -75,28 +75,35 @@ def check_training(
 ) -> list[str]:
     """Models of a metrics dict that did not train: selected validation loss above
     ``max_over_initial`` x the untrained one, or at least ``max_over_reference`` x the loss of
-    predicting the mean training image. Missing training figures count as failures."""
+    predicting the mean training image. Missing training figures count as failures. With
+    several training seeds, every seed's run is checked (``ae/seed1: ...``)."""
+    from imgae_dx.report.seeds import run_label
+
     training = result.get("training") or {}
     per_model = training.get("models") or {}
+    seeds = (result.get("seeds") or {}).get("seeds") or [0]  # absent: one seed
     problems = []
-    for arch in result.get("models") or {}:
-        t = per_model.get(arch)
+    for arch, k in ((a, k) for a in result.get("models") or {} for k in seeds):
+        label = run_label(arch, k, seeds)
+        t = per_model.get(label)
         if t is None:
-            problems.append(f"{arch}: no training curve in the metrics (reports/train/{arch}.csv)")
+            where = paths.train_curve(arch, k)  # one seed: metrics.json does not name it
+            where = where.parent / "seed<k>.csv" if len(seeds) == 1 else where
+            problems.append(f"{label}: no training curve in the metrics ({where.as_posix()})")
             continue
         r0, rr = t.get("best_over_initial"), t.get("best_over_reference")
         if r0 is None:
-            problems.append(f"{arch}: no untrained (epoch 0) validation loss recorded")
+            problems.append(f"{label}: no untrained (epoch 0) validation loss recorded")
         elif r0 > max_over_initial:
             problems.append(
-                f"{arch}: selected val loss {t['best_val_loss']:.4g} is {r0:.3f} x the untrained "
+                f"{label}: selected val loss {t['best_val_loss']:.4g} is {r0:.3f} x the untrained "
                 f"{t['initial_val_loss']:.4g} (allowed: {max_over_initial})"
             )
         if rr is None:
-            problems.append(f"{arch}: no mean-image reference (data/prepared train/val missing)")
+            problems.append(f"{label}: no mean-image reference (data/prepared train/val missing)")
         elif rr >= max_over_reference:
             problems.append(
-                f"{arch}: selected val loss {t['best_val_loss']:.4g} is {rr:.3f} x the mean-image "
+                f"{label}: selected val loss {t['best_val_loss']:.4g} is {rr:.3f} x the mean-image "
                 f"reference {training.get('reference_val_mse'):.4g} (must be < {max_over_reference})"
             )
     return problems
@@ -175,7 +182,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from imgae_dx.export import export_onnx
 
-    out = args.out or str(paths.onnx_export(Path(args.detector).stem))
+    det = Path(args.detector)  # models/detectors/ae/seed0.pt -> models/onnx/ae_seed0.onnx
+    name = f"{det.parent.name}_{det.stem}" if det.stem.startswith("seed") else det.stem
+    out = args.out or str(paths.onnx_export(name))
     print(export_onnx(args.detector, out))
     return 0
 
@@ -185,7 +194,7 @@ def _add_use_commands(sub: Any) -> None:
     from imgae_dx.detector import SIZE_TOLERANCE
 
     p = sub.add_parser("predict", help="score new films (PNG, JPEG, DICOM) with a detector")
-    p.add_argument("detector", help="models/detectors/<arch>.pt, or its exported .onnx")
+    p.add_argument("detector", help="models/detectors/<arch>/seed<k>.pt, or its exported .onnx")
     p.add_argument("inputs", nargs="+", help="films, folders (recursive) or globs")
     p.add_argument("--out", required=True, help="folder for predictions.csv (and heatmaps/)")
     p.add_argument("--heatmaps", action="store_true", help="one overlay PNG per film")
@@ -197,9 +206,9 @@ def _add_use_commands(sub: Any) -> None:
     )  # fmt: skip
     p.set_defaults(run=_predict)
     e = sub.add_parser("export", help="export a detector (network, map, metadata) as ONNX")
-    e.add_argument("detector", help="models/detectors/<arch>.pt")
+    e.add_argument("detector", help="models/detectors/<arch>/seed<k>.pt")
     e.add_argument("--format", choices=["onnx"], default="onnx")
-    e.add_argument("--out", default=None, help="default: models/onnx/<detector name>.onnx")
+    e.add_argument("--out", default=None, help="default: models/onnx/<arch>_seed<k>.onnx")
     e.set_defaults(run=_export)
 
 

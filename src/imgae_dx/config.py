@@ -223,10 +223,13 @@ class ScoreParams(_Block):
     reduce: str = "mean"  # mean | max | pNN, a percentile (e.g. p99)
     clahe_tiles: PositiveInt = 8
     clahe_clip: float = 2.0  # <= 0: no clipping
+    ra_map: scoring.RaMap = scoring.DEFAULT_RA_MAP  # published | project (scoring.py)
+    latent: Literal["mean", "sample"] = "mean"  # vae/ra reconstruction: posterior mean | a draw
+    latent_seed: NonNegInt = 0  # the draws of latent: sample
     batch_size: PositiveInt = 128
     lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
     lpips_backbone_weights: str | None = None
-    lpips_net: Literal["alex", "vgg"] = "alex"
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"  # squeeze: the RA authors' choice
 
     @field_validator("reduce")
     @classmethod
@@ -301,7 +304,8 @@ def _constructor_keys(name: str) -> list[str]:
 class Params(_Block):
     """The validated ``params.yaml``. Load it with :func:`load_params`."""
 
-    seed: int
+    seed: int  # the data: split and sampling caps (never the training seeds)
+    seeds: list[NonNegInt] = [0]  # training seeds: each architecture trains once per seed
     data: DataParams
     models: list[str]  # architectures to train, score and report
     arch: dict[str, Any] = {}  # arch.<name>: see arch_block_model
@@ -336,6 +340,16 @@ class Params(_Block):
                     f"models: unknown architecture {m!r}{_did_you_mean(m, known)} "
                     f"(valid: {', '.join(known)})"
                 )
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise _custom("seeds: expected a non-empty list of training seeds, e.g. [0, 1, 2]")
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise _custom(f"seeds: duplicate entries {dup} in {v} (list each seed once)")
         return v
 
     @field_validator("arch", mode="before")
@@ -405,7 +419,7 @@ class Params(_Block):
         return self.train.model_copy(update=overrides)
 
     def score_map(self, arch: str) -> str:
-        """The anomaly map ``score@<arch>`` computes: ``score.map``, or the model's own for auto."""
+        """The anomaly map ``score@<arch>-<seed>`` computes: ``score.map``, or the model's own for auto."""
         from imgae_dx.models import get_model_class
 
         return scoring.resolve_map(self.score.map, get_model_class(arch).default_score)

@@ -1,6 +1,6 @@
 """The self-contained detector: one file that turns films into anomaly scores and decisions.
 
-``models/detectors/<arch>.pt`` (written by the ``detector@<arch>`` stage) holds the network
+``models/detectors/<arch>/seed<k>.pt`` (written by the ``detector@<arch>-<seed>`` stage) holds the network
 (``arch``, ``model_args``, ``state_dict``, as in ``models/<arch>.pt``) and, in ``meta``, all
 that scoring a new film needs (``docs/architecture.md``, "Detectors"):
 
@@ -152,7 +152,7 @@ def check_meta(meta: Any, where: str) -> dict[str, Any]:
         found = meta.get("format") if isinstance(meta, Mapping) else type(meta).__name__
         raise DetectorError(
             f"{where}: not an ImgAE-Dx detector (format {found!r}, expected {FORMAT!r}); "
-            "use models/detectors/<arch>.pt, written by `dvc repro detector@<arch>`"
+            "use models/detectors/<arch>/seed<k>.pt, written by `dvc repro detector@<arch>-<seed>`"
         )
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:

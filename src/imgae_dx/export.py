@@ -18,6 +18,7 @@ What is in the graph, per map (``docs/architecture.md``, "Detectors"):
   :func:`imgae_dx.inference.method_map` as the torch path. The RA's ``features`` saliency needs
   the encoder's embeddings of x and x̂, which the graph outputs (``feat_x_<i>``,
   ``feat_xhat_<i>``). The ``lpips`` saliency also needs the local LPIPS weights.
+- ``score.latent: sample`` (vae, ra reconstructed from seeded noise draws) is not exported.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def export_onnx(detector_path: str | os.PathLike, out: str | os.PathLike) -> Pat
     if det.model is None:
         raise UserError(f"{detector_path}: already an ONNX file; export a .pt detector")
     m = det.method
+    if m.latent == "sample":
+        raise UserError(
+            f"{detector_path}: score.latent 'sample' reconstructs from seeded noise draws, which "
+            "the ONNX graph does not take; export a detector scored with latent 'mean'"
+        )
     model = det.model.cpu().eval()
     s = det.image_size
     example = torch.zeros((2, s, s), dtype=torch.uint8)

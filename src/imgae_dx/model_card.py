@@ -5,6 +5,7 @@ https://arxiv.org/abs/1810.03993). Pure text from the detector's ``meta``, the m
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -79,7 +80,10 @@ def _performance(meta: Mapping[str, Any], m: Mapping[str, Any], rp: ReportParams
         f"{t['n_val_normal']} validation normals' scores; a film scoring above it is flagged. "
         f"On test it gave sensitivity {fmt(thr.get('sensitivity'))} and specificity "
         f"{fmt(thr.get('specificity'))} ({thr.get('tp')} TP, {thr.get('fp')} FP, "
-        f"{thr.get('tn')} TN, {thr.get('fn')} FN).",
+        f"{thr.get('tn')} TN, {thr.get('fn')} FN)."
+        if thr
+        else "Its test sensitivity and specificity are in report.md only for the seed ensemble "
+        "(several training seeds); score the test films with `imgae-dx predict` for this seed's.",
     ]
     return lines
 
@@ -97,17 +101,20 @@ def _by_view(m: Mapping[str, Any], rp: ReportParams) -> list[str]:
 
 def model_card(
     meta: Mapping[str, Any], result: Mapping[str, Any] | None, caveats: Sequence[str],
-    rp: ReportParams,
+    rp: ReportParams, path: str | os.PathLike,
 ) -> str:  # fmt: skip
-    """The markdown card of one detector; ``result`` is its ``models.<arch>`` of metrics.json."""
+    """The markdown card of the detector at ``path``; ``result``: the test figures of its model
+    in metrics.json (:func:`imgae_dx.pipeline.cards.seed_result`)."""
     arch = meta["arch"]
     m = result or {}
+    seed = meta["training"].get("seed")
     lines = [
-        f"# Model card: ImgAE-Dx detector `{arch}`",
+        f"# Model card: ImgAE-Dx detector `{arch}`"
+        + (f" (training seed {seed})" if seed is not None else ""),
         "",
-        f"Generated from `models/detectors/{arch}.pt`, `reports/metrics.json` and "
+        f"Generated from `{path}`, `reports/metrics.json` and "
         "`reports/report.md` by the `cards` stage. Use it with "
-        f"`imgae-dx predict models/detectors/{arch}.pt FILMS... --out DIR`.",
+        f"`imgae-dx predict {path} FILMS... --out DIR`.",
         "",
         "## Intended use",
         "",

@@ -48,6 +48,8 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
         registry_name: the ``@register_model`` name (``ae``, ``vae``, ...).
         default_score: anomaly-map method that scoring uses when ``score.map: auto``:
             ``"sq"`` (squared residual) or ``"ra"`` (CLAHE residual x saliency).
+        has_latent: True for models with a Gaussian posterior (vae, ra), which implement
+            :meth:`reconstruct_sampled` and have ``latent_dim``.
 
     Instance attribute ``model_args`` holds the constructor kwargs (set by ``build_model``) so a
     checkpoint ``{arch, model_args, state_dict}`` can rebuild the model.
@@ -55,6 +57,7 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
 
     registry_name: ClassVar[str] = ""
     default_score: ClassVar[str] = "sq"
+    has_latent: ClassVar[bool] = False  # a posterior q(z|x): reconstruct_sampled works
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,6 +70,14 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
 
         Deterministic in ``eval()`` mode (VAE/RA decode the posterior mean).
         """
+
+    def reconstruct_sampled(self, x: Tensor, eps: Tensor) -> Tensor:
+        """Decode z = mu + eps * sigma of q(z|x) instead of the posterior mean.
+
+        x: (B, 1, H, W) in [0, 1]; eps: (B, latent_dim) standard normal noise, supplied by the
+        caller so that the draw is reproducible (``score.latent: sample``).
+        """
+        raise TypeError(f"{type(self).__name__} has no latent to sample (score.latent 'sample')")
 
     def encoder_features(self, x: Tensor) -> list[Tensor]:
         """Multi-scale encoder embeddings of ``x``: a list of (B, C_i, H_i, W_i), fine to coarse.

@@ -60,7 +60,8 @@ def _data_source(params: Params) -> bool:
     if data.source == "kaggle":
         from imgae_dx.data.sources import credentials
 
-        credentials.find()  # raises CredentialsError (one line, where to put them)
+        # Raises CredentialsError (one line, where to put them); no request is sent.
+        credentials.find(data.kaggle.endpoint, exchange=False)
         return True
     return False
 

@@ -1,8 +1,9 @@
-"""DVC stage ``detector@<arch>``: the self-contained detector file; ``stages/detector.py``.
+"""DVC stage ``detector@<arch>-<seed>``: the self-contained detector file; ``stages/detector.py``.
 
 Everything in it comes from the outputs of earlier stages: the network from
-``models/<arch>.pt``, the score method from ``score`` (as ``score@<arch>`` resolved it), the
-threshold and quantiles from the validation normals of ``reports/scores/<arch>.csv``, and what
+``models/<arch>/seed<k>.pt``, the score method from ``score`` (as ``score@<arch>-<k>`` resolved
+it), the threshold and quantiles from the validation normals of
+``reports/scores/<arch>/seed<k>.csv``, and what
 it was trained on from ``data/prepared/train.csv``, ``data/split/summary.json`` and the
 training films' headers in ``data/raw``.
 """
@@ -28,14 +29,16 @@ from imgae_dx.inference import score_method
 MAX_SIZE_SAMPLE = 2000
 
 
-def detector(params: Params, arch: str) -> dict[str, Any]:
-    """``models/detectors/<arch>.pt``; returns its threshold and training counts."""
-    ckpt = read_checkpoint(paths.model(arch))
-    method = score_method(model_from_checkpoint(ckpt, str(paths.model(arch))), params.score)
-    scores = pd.read_csv(paths.scores(arch))
+def detector(params: Params, arch: str, seed: int) -> dict[str, Any]:
+    """``models/detectors/<arch>/seed<k>.pt``; returns its threshold and training counts."""
+    ckpt = read_checkpoint(paths.model(arch, seed))
+    method = score_method(model_from_checkpoint(ckpt, str(paths.model(arch, seed))), params.score)
+    scores = pd.read_csv(paths.scores(arch, seed))
     val = scores[(scores["split"] == "val") & (scores["label"] == 0)]["score"].to_numpy(float)
     if not len(val):
-        raise UserError(f"{paths.scores(arch)}: no validation normals to set the threshold on")
+        raise UserError(
+            f"{paths.scores(arch, seed)}: no validation normals to set the threshold on"
+        )
     pct = params.report.threshold_percentile
     threshold = {
         "value": metrics.threshold_from_normals(val, pct),
@@ -47,8 +50,9 @@ def detector(params: Params, arch: str) -> dict[str, Any]:
     lpips = {"weights": sp.lpips_weights, "backbone_weights": sp.lpips_backbone_weights,
              "net": sp.lpips_net} if method.saliency == "lpips" else None  # fmt: skip
     size = int((ckpt.get("params") or {}).get("image_size") or params.data.image_size)
-    meta = build_meta(ckpt, size, method, threshold, normal_quantiles(val), training_data(), lpips)
-    save_detector(paths.detector(arch), ckpt, meta)
+    training = {**training_data(), "seed": int(seed)}
+    meta = build_meta(ckpt, size, method, threshold, normal_quantiles(val), training, lpips)
+    save_detector(paths.detector(arch, seed), ckpt, meta)
     t = meta["training"]
     return {"threshold": threshold["value"], "n_images": t["n_images"], "views": t["views"]}
 

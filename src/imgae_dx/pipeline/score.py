@@ -1,4 +1,4 @@
-"""DVC stage ``score@<arch>``: anomaly scores of val and test images; ``stages/score.py``."""
+"""DVC stage ``score@<arch>-<seed>``: anomaly scores of val and test images; ``stages/score.py``."""
 
 from __future__ import annotations
 
@@ -16,20 +16,22 @@ from imgae_dx.device import inference_device
 from imgae_dx.errors import UserError
 from imgae_dx.inference import ScoreMethod, make_lpips_fn, score_images, score_method
 from imgae_dx.io import write_csv, write_npz
+from imgae_dx.pipeline import branch_name
 
 SCORE_COLUMNS = ["image", "patient_id", "view", "sex", "age", "label", "findings"]
 
 
-def score(params: Params, arch: str) -> dict[str, Any]:
-    """``score@<arch>``: ``reports/scores/<arch>.csv`` (val and test rows) and, for the test
-    images, reconstructions and maps in ``reports/maps/<arch>.npz``."""
-    model, _ = load_model(paths.model(arch))
+def score(params: Params, arch: str, seed: int) -> dict[str, Any]:
+    """``score@<arch>-<seed>``: ``reports/scores/<arch>/seed<seed>.csv`` (val and test rows)
+    and, for the test images, reconstructions and maps in ``reports/maps/<arch>/seed<seed>.npz``,
+    from the model of training seed ``seed``."""
+    model, _ = load_model(paths.model(arch, seed))
     method = score_method(model, params.score)
     device = inference_device("auto")
     lpips_fn = make_lpips_fn(params.score, device) if method.saliency == "lpips" else None
-    stage = f"score@{arch}"
+    stage = branch_name("score", arch, seed)
     with tracking.start_run(stage, params, run_name=stage) as run:
-        run.log_params({"arch": arch, "score": method.as_dict()})
+        run.log_params({"arch": arch, "seed": seed, "score": method.as_dict()})
         frames, test_maps = [], {}
         for name in ("val", "test"):
             manifest, images = _split_images(name)
@@ -45,7 +47,7 @@ def score(params: Params, arch: str) -> dict[str, Any]:
                 test_maps = {"image": manifest["image"].to_numpy().astype(str)}
                 test_maps.update(recon=out.recons, map=out.maps)
         scores = pd.concat(frames, ignore_index=True)
-        _write(arch, scores, test_maps, method)
+        _write(arch, seed, scores, test_maps, method)
         test = scores[scores["split"] == "test"]
         auroc_test = float(roc_auc_score(test["label"], test["score"]))
         run.log_metrics({"auroc_test": auroc_test})
@@ -65,7 +67,9 @@ def _split_images(name: str) -> tuple[pd.DataFrame, np.ndarray]:
     return manifest, images
 
 
-def _write(arch: str, scores: pd.DataFrame, test_maps: dict, method: ScoreMethod) -> None:
-    write_csv(paths.scores(arch), scores, float_format="%.8g")
+def _write(
+    arch: str, seed: int, scores: pd.DataFrame, test_maps: dict, method: ScoreMethod
+) -> None:
+    write_csv(paths.scores(arch, seed), scores, float_format="%.8g")
     meta = np.array(json.dumps(method.as_dict()))
-    write_npz(paths.maps(arch), **test_maps, meta_json=meta)
+    write_npz(paths.maps(arch, seed), **test_maps, meta_json=meta)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from imgae_dx.config import Params
+from imgae_dx.config import Params, ReportParams
 from imgae_dx.report.comparisons import baseline_scores, baselines, comparisons
 from imgae_dx.report.detection import model_result
 from imgae_dx.report.inputs import ReportInputs
@@ -27,11 +27,13 @@ from imgae_dx.report.results import (
     FindingCount,
     IssueCount,
     Scored,
+    SeedSpread,
     Training,
     TrainingResult,
     ViewCount,
 )
 from imgae_dx.report.sampling import decide_unit
+from imgae_dx.report.seeds import run_label, seed_spread
 from imgae_dx.report.serialize import rounded
 
 
@@ -166,9 +168,24 @@ def training_result(df: pd.DataFrame | None, reference: float | None) -> Trainin
 
 
 def training(inputs: ReportInputs, models: Sequence[str]) -> Training:
+    """Every training run (model and seed, :func:`.seeds.run_label`) with a usable curve."""
     ref = inputs.reference_val_mse
-    runs = {a: training_result(inputs.train_curves.get(a), ref) for a in models}
+    labels = [run_label(a, k, inputs.seeds) for a in models for k in inputs.seeds]
+    runs = {a: training_result(inputs.train_curves.get(a), ref) for a in labels}
     return Training(ref, {a: r for a, r in runs.items() if r is not None})
+
+
+def by_seed(
+    inputs: ReportInputs, models: Sequence[str], rp: ReportParams, unit: str
+) -> dict[str, SeedSpread]:
+    """Each model's seeds and their mean ± sd; empty with one seed (the ensemble is the seed)."""
+    if len(inputs.seeds) < 2:
+        return {}
+    out = {}
+    for arch in models:
+        tests = {k: prepare_scores(df, arch)[0] for k, df in inputs.seed_scores[arch].items()}
+        out[arch] = seed_spread(tests, rp, unit)
+    return out
 
 
 # ---- everything ----------------------------------------------------------------------------------
@@ -203,4 +220,6 @@ def analyze(inputs: ReportInputs, params: Params) -> Analysis:
         scored=Scored(tests, vals, base_scores, boxes),
         summary=dict(summary),
         issues=issue_counts(inputs.issues),
+        seeds=list(inputs.seeds),
+        by_seed=rounded(by_seed(inputs, models, rp, unit)),
     )

@@ -152,6 +152,31 @@ def ra_saliency(an: Analysis) -> str | None:
     )
 
 
+def ra_map_variant(an: Analysis) -> str | None:
+    """Which RA map ran, and where it departs from the authors' evaluation code."""
+    ran = {a: m.score_method for a, m in an.models.items() if m.score_method.get("map") == "ra"}
+    if not ran:
+        return None
+    notes = []
+    for arch, sm in ran.items():
+        # maps scored before score.ra_map existed are the project's variant
+        variant, latent = sm.get("ra_map") or "project", sm.get("latent") or "mean"
+        what = f"{arch}: `{variant}` map"
+        if variant == "project":
+            what += " (saliency product smoothed once; the project's CLAHE)"
+        what += (
+            ", posterior-mean reconstruction (the authors decode one sampled latent)"
+            if latent == "mean"
+            else f", sampled-latent reconstruction (seed {sm.get('latent_seed')})"
+        )
+        notes.append(what)
+    return (
+        "**RA map.** The authors' code (github.com/ci-ber/RA) smooths each saliency map "
+        "(σ = 2) before the product and equalises with scikit-image's CLAHE (defaults) after a "
+        f"per-image min–max stretch (`score.ra_map: published`). Here: {'; '.join(notes)}."
+    )
+
+
 def thin_localization(an: Analysis) -> str | None:
     if max((m.localization.n_images for m in an.models.values()), default=0) <= 0:
         return None
@@ -183,6 +208,7 @@ CAVEATS: tuple[Callable[[Analysis], str | None], ...] = (
     intervals_and_multiplicity,
     fixed_baselines,
     ra_saliency,
+    ra_map_variant,
     thin_localization,
 )
 

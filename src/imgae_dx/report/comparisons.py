@@ -107,9 +107,12 @@ def compare(
     if not both_classes(y):
         return ComparisonResult(a, b, len(y))
     g = clusters(m, unit)
-    t = stats.delong_test(y, sa, sb, ci=rp.ci, clusters=g)
     # the resamples of the pooled AUROC intervals, so the three intervals are paired
     boot = paired_boot_ci(y, sa, sb, rp, "pooled", g)
+    try:
+        t = stats.delong_test(y, sa, sb, ci=rp.ci, clusters=g)
+    except stats.DegenerateDeLongError:  # a class in one unit: no test, the bootstrap stays
+        return ComparisonResult(a, b, len(y), None, boot)
     return ComparisonResult(
         a, b, len(y), DeLongTest(t["delta"], tuple(t["delta_ci"]), t["z"], t["p"]), boot
     )
