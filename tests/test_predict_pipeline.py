@@ -65,3 +65,24 @@ def test_model_cards_and_registered_models(repro):
     with sqlite3.connect(db) as con:
         names = {r[0] for r in con.execute("select name from registered_models")}
     assert {f"imgae-dx-{a}" for a in MODELS} <= names
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize(("arch", "rtol"), [("ae", 0.0), ("ra", 2e-3)])
+def test_onnx_export_of_a_trained_detector_scores_like_torch(repro, arch, rtol):
+    """The residual map is in the graph: within 1e-4. The published RA map runs scikit-image's
+    CLAHE on x̂, which first rounds x̂ to 2^14 gray levels; ONNX Runtime's x̂ differs from
+    torch's by about 1 ulp, enough to move a pixel sitting on a rounding edge to the next
+    level, so its scores agree to a relative 2e-3, not to 1e-4 (docs/architecture.md)."""
+    ws, env = repro
+    films = sorted(str(p) for p in (ws / "data/raw").glob("images_00[12]/images/*.png"))[:40]
+    det = f"models/detectors/{arch}/seed0.pt"
+    cli = [sys.executable, "-m", "imgae_dx.cli"]
+    run_checked([*cli, "export", det, "--out", f"{arch}.onnx"], ws, env)
+    run_checked([*cli, "predict", det, *films, "--out", f"t_{arch}", "--device", "cpu"], ws, env)
+    run_checked([*cli, "predict", f"{arch}.onnx", *films, "--out", f"o_{arch}"], ws, env)
+    a = pd.read_csv(ws / f"t_{arch}/predictions.csv")
+    b = pd.read_csv(ws / f"o_{arch}/predictions.csv")
+    assert a["error"].isna().all() and len(a) == len(films)
+    np.testing.assert_allclose(b["score"], a["score"], rtol=rtol, atol=1e-4)
