@@ -11,6 +11,7 @@ once from ``score.latent_seed``, so scores do not depend on the batch size or th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from imgae_dx.device import images_to_tensor
 from imgae_dx.models.base import AnomalyModel
 
 __all__ = [
+    "BatchSink",
     "ScoreMethod",
     "Scores",
     "latent_noise",
@@ -32,6 +34,9 @@ __all__ = [
     "score_images",
     "score_method",
 ]
+
+#: Receives each batch's ``(start, recons, maps)``, both (B, S, S) float16, in order.
+BatchSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,15 @@ def score_images(
     lpips_fn: scoring.LpipsFn | None = None,
     keep_maps: bool = False,
     desc: str = "score",
+    on_batch: BatchSink | None = None,
 ) -> Scores:
     """Image scores of ``images: (N, S, S) uint8`` and, with ``keep_maps``, the
-    reconstructions and anomaly maps."""
+    reconstructions and anomaly maps.
+
+    Memory is one batch plus the (N,) scores, whatever N, unless ``keep_maps`` holds every
+    map: to keep them for many images, stream them out through ``on_batch`` instead (e.g. to
+    :func:`imgae_dx.io.npz_rows`).
+    """
     n = len(images)
     out = Scores(scores=np.zeros(n, dtype=np.float64))
     if keep_maps:
@@ -131,9 +142,13 @@ def score_images(
             batch = images[i : i + batch_size]
             x, x_hat, amap = _score_batch(model, batch, method, dev, lpips_fn, noise)
             out.scores[i : i + len(x)] = scoring.image_scores(amap, method.reduce)
+            if keep_maps or on_batch is not None:
+                recon16, map16 = x_hat.astype(np.float16), amap.astype(np.float16)
             if keep_maps:
-                out.recons[i : i + len(x)] = x_hat.astype(np.float16)
-                out.maps[i : i + len(x)] = amap.astype(np.float16)
+                out.recons[i : i + len(x)] = recon16
+                out.maps[i : i + len(x)] = map16
+            if on_batch is not None:
+                on_batch(i, recon16, map16)
     return out
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -27,6 +28,9 @@ from torch import Tensor, nn
 __all__ = [
     "AnomalyModel",
     "AutocastFactory",
+    "batch_randn",
+    "batch_shard",
+    "current_shard",
     "kl_standard_normal",
     "param_groups",
     "per_image_sse",
@@ -174,7 +178,49 @@ def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (Kingma & Welling, ICLR 2014)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * batch_randn(mu.shape, dtype=mu.dtype, device=mu.device)
+
+
+#: (rank, number of ranks) of the batch slice being trained on; see :func:`batch_shard`.
+_SHARD: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("shard", default=(0, 1))
+
+
+@contextlib.contextmanager
+def batch_shard(rank: int, size: int) -> Iterator[None]:
+    """While open, a batch is slice ``rank`` of ``size`` equal slices of a global batch
+    (data-parallel training, :mod:`imgae_dx.distributed`): :func:`batch_randn` then draws the
+    global batch's noise and keeps this slice's rows."""
+    token = _SHARD.set((int(rank), int(size)))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def current_shard() -> tuple[int, int]:
+    """(rank, number of ranks) set by :func:`batch_shard`; (0, 1) outside it."""
+    return _SHARD.get()
+
+
+def batch_randn(
+    shape: Sequence[int],
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``torch.randn(shape)`` for a batch (B, ...), the same numbers whether the global batch
+    is one process's or split over ranks under :func:`batch_shard`: every rank draws the whole
+    (size * B, ...) and keeps its rows, so the noise and the generator's next state equal a
+    single process's (and the ranks' generators stay in step)."""
+    rank, size = _SHARD.get()
+    shape = tuple(shape)
+    if size == 1:
+        return torch.randn(shape, dtype=dtype, device=device, generator=generator)
+    full = torch.randn(
+        (size * shape[0], *shape[1:]), dtype=dtype, device=device, generator=generator
+    )
+    return full[rank * shape[0] : (rank + 1) * shape[0]]
 
 
 def soft_clamp(v: Tensor, bound: float) -> Tensor:

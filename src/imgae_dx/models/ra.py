@@ -119,6 +119,7 @@ from imgae_dx.models._blocks import as_channels, check_image_size
 from imgae_dx.models.base import (
     AnomalyModel,
     AutocastFactory,
+    batch_randn,
     kl_standard_normal,
     param_groups,
     per_image_sse,
@@ -501,7 +502,7 @@ class ReversedAutoencoder(AnomalyModel):
         if int(self.steps_done) < self.vae_warmup_steps:
             logs = self.vae_step(x, optimizers, grad_clip=grad_clip, autocast=autocast)
         else:
-            noise = torch.randn(x.shape[0], self.latent_dim, device=x.device)
+            noise = batch_randn((x.shape[0], self.latent_dim), device=x.device)
             z, logs_e = self.encoder_step(x, noise, opt_e, grad_clip=grad_clip, autocast=autocast)
             logs_d = self.decoder_step(x, z, noise, opt_d, grad_clip=grad_clip, autocast=autocast)
             logs = {"loss": logs_e["mse"], **logs_e, **logs_d}

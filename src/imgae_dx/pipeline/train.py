@@ -7,13 +7,16 @@ every training seed (``docs/architecture.md``, "Seeds").
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from imgae_dx import checkpoint, paths, tracking
-from imgae_dx.config import Params
+from imgae_dx.config import LAUNCH_KEYS, Params
+from imgae_dx.distributed import World, process_group
 from imgae_dx.io import write_csv
 from imgae_dx.models import build_model
 from imgae_dx.pipeline import branch_name
@@ -29,7 +32,24 @@ def train(params: Params, arch: str, seed: int) -> dict[str, Any]:
     and training code
     (:func:`imgae_dx.checkpoint.fingerprint`); the state is removed once the model is written,
     so a later run (say after a code change DVC noticed) trains afresh.
+
+    Under ``torchrun`` (``train.launcher``) the processes join one process group and train
+    together (:mod:`imgae_dx.distributed`); rank 0 alone writes files and the MLflow run.
     """
+    import torch
+
+    targs = params.train_for(arch)
+    with process_group(targs.device):
+        main = World.current(torch.device("cpu")).is_main
+        summary = _train(params, arch, seed, main)
+    if main:
+        paths.resume_checkpoint(arch, seed).unlink(missing_ok=True)
+    return summary
+
+
+def _train(params: Params, arch: str, seed: int, main: bool) -> dict[str, Any]:
+    """Train, and on rank 0 (the only process when not under torchrun) write the model, the
+    curve and the MLflow run; the other ranks only train."""
     import torch
 
     margs, targs = params.model_args(arch), params.train_for(arch)
@@ -39,7 +59,8 @@ def train(params: Params, arch: str, seed: int) -> dict[str, Any]:
     model = build_model(arch, **margs)
     n_params = sum(p.numel() for p in model.parameters())
     stage = branch_name("train", arch, seed)
-    with tracking.start_run(stage, params, run_name=stage) as run:
+    tracked = tracking.start_run(stage, params, run_name=stage) if main else _no_run()
+    with tracked as run:
         run.log_params(
             {
                 "arch": arch,
@@ -63,14 +84,19 @@ def train(params: Params, arch: str, seed: int) -> dict[str, Any]:
             ),
             desc=stage,
         )
-        model_file = _model_file(params, arch, seed, result, n_params)
-        checkpoint.save_model(paths.model(arch, seed), model_file)
-        write_csv(paths.train_curve(arch, seed), tracked_curve(result), float_format="%.6g")
         summary = _summary(result, n_params)
-        run.log_metrics({k: v for k, v in summary.items() if k != "device"})
-        run.log_artifact(paths.train_curve(arch, seed))
-    paths.resume_checkpoint(arch, seed).unlink(missing_ok=True)
+        if main:
+            model_file = _model_file(params, arch, seed, result, n_params)
+            checkpoint.save_model(paths.model(arch, seed), model_file)
+            write_csv(paths.train_curve(arch, seed), tracked_curve(result), float_format="%.6g")
+            run.log_metrics({k: v for k, v in summary.items() if k != "device"})
+            run.log_artifact(paths.train_curve(arch, seed))
     return summary
+
+
+@contextlib.contextmanager
+def _no_run() -> Iterator[tracking.Run]:
+    yield tracking.Run(None)  # an inactive run: logs nothing
 
 
 def _model_file(params: Params, arch: str, seed: int, result: TrainResult, n_params: int) -> dict:
@@ -86,7 +112,7 @@ def _model_file(params: Params, arch: str, seed: int, result: TrainResult, n_par
         "params": {
             "seed": seed,
             "split_seed": params.seed,
-            "train": params.train_for(arch).model_dump(),
+            "train": params.train_for(arch).model_dump(exclude=LAUNCH_KEYS),
             "image_size": params.data.image_size,
         },
     }

@@ -18,7 +18,7 @@ from imgae_dx.config import Params, ReportParams
 from imgae_dx.report.comparisons import baseline_scores, baselines, comparisons
 from imgae_dx.report.detection import model_result
 from imgae_dx.report.inputs import ReportInputs
-from imgae_dx.report.names import VIEW_ORDER, findings_of, ordered
+from imgae_dx.report.names import METADATA_COLUMNS, VIEW_ORDER, findings_of, ordered
 from imgae_dx.report.results import (
     Analysis,
     Boxes,
@@ -52,11 +52,26 @@ def prepare_scores(df: pd.DataFrame, arch: str) -> tuple[pd.DataFrame, pd.DataFr
     for col in ("view", "sex", "findings"):
         if col in df:
             df[col] = df[col].fillna("").astype(str)
+    df = df.drop(columns=absent_columns(df, present_only=True))
     test = df[df["split"] == "test"].sort_values("image", kind="mergesort").reset_index(drop=True)
     if test["image"].duplicated().any():
         raise ValueError(f"scores of {arch!r}: duplicate test images")
     val = df[(df["split"] == "val") & (df["label"] == 0)].reset_index(drop=True)
     return test, val
+
+
+def absent_columns(df: pd.DataFrame, present_only: bool = False) -> list[str]:
+    """The :data:`METADATA_COLUMNS` without a single value in ``df`` (``present_only``: of
+    those that ``df`` has)."""
+    return [
+        c
+        for c in METADATA_COLUMNS
+        if (c in df or not present_only) and (c not in df or not has_values(df[c]))
+    ]
+
+
+def has_values(col: pd.Series) -> bool:
+    return bool((col.dropna().astype(str).str.strip() != "").any())
 
 
 def boxes_by_image(boxes: pd.DataFrame | None) -> Boxes:

@@ -21,7 +21,7 @@ from imgae_dx.report.cells import (
     table,
     with_ci,
 )
-from imgae_dx.report.names import BASELINE_NAMES, DELONG_VARIANCE, RESAMPLING
+from imgae_dx.report.names import BASELINE_NAMES, DELONG_VARIANCE, METADATA_COLUMNS, RESAMPLING
 from imgae_dx.report.results import Analysis, FindingHits, OperatingPoint, Rates
 from imgae_dx.report.seeds import run_label
 from imgae_dx.report.serialize import ci_key
@@ -261,6 +261,9 @@ def _strata_table(an: Analysis, kind: str, label: str) -> str:
     by_model = {a: getattr(m.strata, kind) for a, m in an.models.items()}
     keys = list(dict.fromkeys(k for strata in by_model.values() for k in strata))
     if not keys:
+        ref = next(iter(an.scored.tests.values()), None)
+        if kind in METADATA_COLUMNS and ref is not None and kind not in ref:
+            return f"_not available: the data has no {kind} (section 9)_\n"
         return "_not available (column missing from the score tables)_\n"
     first = next(iter(by_model.values()))
     rows = []
