@@ -37,8 +37,8 @@ def workspace(tmp_path_factory):
 def test_dvc_repro_end_to_end(workspace):
     ws, env = workspace
     out = _run([sys.executable, "-m", "dvc", "repro"], ws, env).stdout
-    expected = {"check", "fetch", "split", "prepare", "report"} | {
-        f"{s}@{m}-0" for s in ("train", "score") for m in MODELS
+    expected = {"check", "fetch", "split", "prepare", "report", "cards"} | {
+        f"{s}@{m}-0" for s in ("train", "score", "detector") for m in MODELS
     }
     assert _ran(out) == expected
 
@@ -59,6 +59,8 @@ def test_dvc_repro_end_to_end(workspace):
         assert (ws / p).is_file(), p
     for m in MODELS:
         assert (ws / f"models/{m}/seed0.pt").is_file()
+        assert (ws / f"models/detectors/{m}/seed0.pt").is_file()
+        assert (ws / f"reports/model_cards/{m}.md").is_file()
         assert (ws / f"reports/train/{m}/seed0.csv").is_file()
         assert (ws / f"reports/plots/roc/{m}.csv").is_file()
         scores = (ws / f"reports/scores/{m}/seed0.csv").read_text().splitlines()
@@ -109,13 +111,17 @@ def test_changing_one_architecture_reruns_only_its_branch(workspace):
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = _run([sys.executable, "-m", "dvc", "repro", "--dry"], ws, env).stdout
     # check reruns on every params.yaml edit (it validates the file; its output stays the same)
+    # --dry lists the stages whose own deps or params changed: detector@ae-0 and cards only
+    # follow once their inputs do (the exp run below runs them)
     assert _ran(dry) == {"check", "train@ae-0", "score@ae-0", "report"}, dry
     (ws / "params.yaml").write_text(original)
 
     exp = _run(
         [sys.executable, "-m", "dvc", "exp", "run", "-S", "arch.vae.latent_dim=8"], ws, env
     ).stdout
-    assert _ran(exp) == {"check", "train@vae-0", "score@vae-0", "report"}, exp
+    assert _ran(exp) == {
+        "check", "train@vae-0", "score@vae-0", "report", "detector@vae-0", "cards"
+    }, exp  # fmt: skip
     show = json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], ws, env).stdout)
     text = json.dumps(show)
     assert "arch.vae.latent_dim" in text or '"latent_dim": 8' in text

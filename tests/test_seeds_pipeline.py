@@ -61,8 +61,8 @@ def test_adding_a_seed_trains_only_it_and_the_report_aggregates_both(tmp_path):
     params["seeds"] = [0, 1]
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = run_checked([*dvc, "repro"], ws, env).stdout
-    new = {f"{s}@{m}-1" for s in ("train", "score") for m in MODELS}
-    assert _ran(second) == {"check", "report"} | new, second
+    new = {f"{s}@{m}-1" for s in ("train", "score", "detector") for m in MODELS}
+    assert _ran(second) == {"check", "report", "cards"} | new, second
 
     # The split and the prepared data do not depend on the training seed; seed 0 kept its model.
     assert _digests(ws, SPLIT_FILES) == split_before

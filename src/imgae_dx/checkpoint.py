@@ -67,7 +67,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...: torch's messages name no file
         raise CheckpointError(
-            f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"{path}: unreadable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); "
             "delete it and rerun its train stage"
         ) from e
     if not isinstance(obj, dict):

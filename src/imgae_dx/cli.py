@@ -1,5 +1,6 @@
-"""Small command-line helpers: ``imgae-dx preset-args FILE``, ``param-counts``, ``check-metrics``,
-``check-training``, ``select``.
+"""Command-line tools: ``imgae-dx predict``, ``export`` (use a trained detector), ``select``
+(choose an experiment) and the helpers ``preset-args FILE``, ``param-counts``,
+``check-metrics``, ``check-training``.
 
 ``preset-args`` turns a params overlay (e.g. ``configs/paper.yaml``) into ``-S key=value``
 arguments for ``dvc exp run``, so a preset runs as an ordinary, comparable experiment:
@@ -173,9 +174,58 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from imgae_dx.predict import run_predict
+
+    df = run_predict(
+        args.detector, args.inputs, args.out, heatmaps=args.heatmaps, batch_size=args.batch_size,
+        device=args.device, size_tolerance=args.size_tolerance,
+    )  # fmt: skip
+    ok = df["error"].isna()
+    print(
+        f"{int(ok.sum())} films scored, {int(df['flagged'].fillna(False).sum())} flagged, "
+        f"{int((~ok).sum())} with an error -> {Path(args.out) / 'predictions.csv'}"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from imgae_dx.export import export_onnx
+
+    det = Path(args.detector)  # models/detectors/ae/seed0.pt -> models/onnx/ae_seed0.onnx
+    name = f"{det.parent.name}_{det.stem}" if det.stem.startswith("seed") else det.stem
+    out = args.out or str(paths.onnx_export(name))
+    print(export_onnx(args.detector, out))
+    return 0
+
+
+def _add_use_commands(sub: Any) -> None:
+    """``predict`` and ``export``: use a trained detector (README, "Use a trained detector")."""
+    from imgae_dx.detector import SIZE_TOLERANCE
+
+    p = sub.add_parser("predict", help="score new films (PNG, JPEG, DICOM) with a detector")
+    p.add_argument("detector", help="models/detectors/<arch>/seed<k>.pt, or its exported .onnx")
+    p.add_argument("inputs", nargs="+", help="films, folders (recursive) or globs")
+    p.add_argument("--out", required=True, help="folder for predictions.csv (and heatmaps/)")
+    p.add_argument("--heatmaps", action="store_true", help="one overlay PNG per film")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda")
+    p.add_argument(
+        "--size-tolerance", type=float, default=SIZE_TOLERANCE,
+        help="refuse films whose sides are this many times outside the training films' range",
+    )  # fmt: skip
+    p.set_defaults(run=_predict)
+    e = sub.add_parser("export", help="export a detector (network, map, metadata) as ONNX")
+    e.add_argument("detector", help="models/detectors/<arch>/seed<k>.pt")
+    e.add_argument("--format", choices=["onnx"], default="onnx")
+    e.add_argument("--out", default=None, help="default: models/onnx/<arch>_seed<k>.onnx")
+    e.set_defaults(run=_export)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="imgae-dx", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_use_commands(sub)
     p = sub.add_parser("preset-args", help="print `-S key=value` arguments for `dvc exp run`")
     p.add_argument("overlay", help="a params overlay, e.g. configs/paper.yaml")
     p.set_defaults(run=_preset_args)

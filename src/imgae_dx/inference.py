@@ -30,6 +30,7 @@ __all__ = [
     "Scores",
     "latent_noise",
     "make_lpips_fn",
+    "method_map",
     "score_images",
     "score_method",
 ]
@@ -171,9 +172,22 @@ def _score_batch(
         features = (fx, fh)
     x_np = xb[:, 0].float().cpu().numpy()
     xh_np = xh[:, 0].cpu().numpy()
-    amap = scoring.anomaly_map(
-        x_np,
-        xh_np,
+    return x_np, xh_np, method_map(x_np, xh_np, method, features=features, lpips_fn=lpips_fn)
+
+
+def method_map(
+    x: np.ndarray,
+    x_hat: np.ndarray,
+    method: ScoreMethod,
+    *,
+    features: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+    lpips_fn: scoring.LpipsFn | None = None,
+) -> np.ndarray:
+    """The anomaly map (B, S, S) float32 of ``method`` from ``x, x_hat: (B, S, S) float32``:
+    the one call of :func:`imgae_dx.scoring.anomaly_map` for torch and ONNX scoring alike."""
+    return scoring.anomaly_map(
+        x,
+        x_hat,
         method.map,
         smooth_sigma=method.smooth_sigma,
         saliency=method.saliency,
@@ -183,7 +197,6 @@ def _score_batch(
         clahe_clip=method.clahe_clip,
         ra_map=method.ra_map or scoring.DEFAULT_RA_MAP,
     )
-    return x_np, xh_np, amap
 
 
 def latent_noise(model: AnomalyModel, n: int, method: ScoreMethod) -> torch.Tensor | None:

@@ -79,6 +79,27 @@ def maps(arch: str, seed: int) -> Path:
     return _per_seed(REPORTS / "maps", arch, seed, ".npz")
 
 
+DETECTORS = MODELS / "detectors"  # detector: <arch>.pt, the self-contained detector
+MODEL_CARDS = REPORTS / "model_cards"  # cards: <arch>.md
+
+
+def detector(arch: str, seed: int) -> Path:
+    """``models/detectors/<arch>/seed<k>.pt``: network of training seed ``k``, preprocessing,
+    score method, threshold and validation-normal quantiles (:mod:`imgae_dx.detector`)."""
+    return _per_seed(DETECTORS, arch, seed, ".pt")
+
+
+def onnx_export(name: str) -> Path:
+    """``models/onnx/<name>.onnx``: where ``imgae-dx export`` writes by default (outside
+    ``models/detectors``, which the ``cards`` stage depends on)."""
+    return MODELS / "onnx" / f"{name}.onnx"
+
+
+def model_card(arch: str) -> Path:
+    """``reports/model_cards/<arch>.md``: the detector's model card."""
+    return MODEL_CARDS / f"{arch}.md"
+
+
 def samples_figure(source: str) -> Path:
     return FIGURES / f"{source}_samples.png"
 

@@ -204,3 +204,17 @@ def train_curves_figure(curves: Mapping[str, pd.DataFrame]) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
+
+
+def heatmap_figure(image: np.ndarray, amap: np.ndarray, title: str) -> Figure:
+    """One film (S, S) uint8 with its anomaly map (S, S) over it, a colour bar and ``title``
+    (``imgae-dx predict --heatmaps``)."""
+    fig = Figure(figsize=(4.2, 4.6))
+    ax = fig.add_subplot()
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    hi = float(np.max(amap)) if amap.size and np.max(amap) > 0 else 1.0
+    shown = ax.imshow(amap, cmap="inferno", alpha=0.45, vmin=0.0, vmax=hi, interpolation="bilinear")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="anomaly map")
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return fig

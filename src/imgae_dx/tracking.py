@@ -342,12 +342,13 @@ class Run:
     def active(self) -> bool:
         return self._client is not None
 
-    def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> None:
-        """``client.<fn>(run_id, ...)`` for :meth:`<what>`."""
+    def _call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> bool:
+        """``client.<fn>(run_id, ...)`` for :meth:`<what>`; whether it succeeded."""
         if self._client is None:
-            return
+            return False
         try:
             getattr(self._client, fn)(self.run_id, *args, **kwargs)
+            return True
         except Exception as e:  # logging must never break a stage
             problem = describe_failure(e)
             if problem.unreachable:
@@ -362,6 +363,7 @@ class Run:
                     problem.what,
                     rest,
                 )
+            return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -418,6 +420,26 @@ class Run:
             # the parent lists every split its stages read (MLflow keeps one input per digest)
             with contextlib.suppress(Exception):
                 self._client.log_inputs(self.parent_id, datasets=inputs)
+
+    def log_model(self, model_dir: str | os.PathLike, artifact_path: str, name: str) -> str | None:
+        """Log the MLflow model directory ``model_dir`` under ``artifact_path`` and register it
+        as model ``name``; the new version, or None when logging is off or a call failed."""
+        if not self._call("log_model", "log_artifacts", str(model_dir), artifact_path):
+            return None
+        try:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self._client.create_registered_model(name)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            source = f"runs:/{self.run_id}/{artifact_path}"
+            return str(self._client.create_model_version(name, source, run_id=self.run_id).version)
+        except Exception as e:  # registering must never break a stage
+            log.warning("MLflow store %s: registering %s failed: %s", shown_uri(self._uri),
+                        name, describe_failure(e).what)  # fmt: skip
+            return None
 
     def end(self, status: str) -> None:
         """Mark the run ``status``, and its parent with it (the parent shows how the latest

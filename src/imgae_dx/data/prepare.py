@@ -49,7 +49,7 @@ def load_image(path: str | os.PathLike, image_size: int) -> Decoded:
     it is (a few NIH PNGs are 16-bit or RGBA); each such repair is in ``repairs``. A file PIL
     cannot decode raises PIL's error.
     """
-    return _convert(_decode(path), image_size, str(path))
+    return preprocess(_decode(path), image_size, str(path))
 
 
 def _decode(path: str | os.PathLike) -> Image.Image:
@@ -58,7 +58,12 @@ def _decode(path: str | os.PathLike) -> Image.Image:
     return im
 
 
-def _convert(im: Image.Image, image_size: int, where: str) -> Decoded:
+def preprocess(im: Image.Image, image_size: int, where: str = "") -> Decoded:
+    """A decoded film -> the model's input: 8-bit grayscale, ``image_size``² (box filter).
+
+    The one preprocessing of the package: ``prepare`` runs it on the data set's PNGs and
+    ``imgae-dx predict`` (:mod:`imgae_dx.predict`) on new films, so the two cannot drift apart.
+    """
     size, repairs = im.size, []
     if im.format != "PNG":
         lossy = " (lossy compression)" if im.format in LOSSY_FORMATS else ""
@@ -96,7 +101,7 @@ def _work(args: tuple[str, int]) -> tuple[np.ndarray | None, Outcome]:
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for a damaged file
         why = " ".join(str(e).split()) or type(e).__name__
         return None, Outcome(None, (), ("undecodable", f"{path}: cannot decode: {why}"))
-    d = _convert(im, size, path)
+    d = preprocess(im, size, path)
     return d.image, Outcome(d.size, d.repairs, None)
 
 
