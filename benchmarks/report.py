@@ -41,6 +41,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _hms(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
@@ -178,7 +180,7 @@ def section_repro(runs: dict[str, dict]) -> list[str]:
     ]
     names = list(runs)
     for key, run in runs.items():
-        where = describe(run["machine"]) if "cpu" in run.get("machine", {}) else run["machine"]
+        where = describe(run["machine"]) if isinstance(run["machine"], dict) else run["machine"]
         out.append(f"- **{key}**: {run['label']}; `{run['command']}`; {where}.")
     stages: list[str] = []
     for run in runs.values():
@@ -192,6 +194,36 @@ def section_repro(runs: dict[str, dict]) -> list[str]:
         rows.append([stage, *cells])
     rows.append(["**total**", *[f"**{_hms(runs[k]['total_s'])}**" for k in names]])
     return out + [""] + _table(["stage (s)", *names], rows) + [""]
+
+
+def section_channels_last(before: dict | None, loop: dict | None) -> list[str]:
+    """The training stages of the recorded run divided by section 1's channels-last speed-up:
+    a projection, not a timed run (the loop's other costs are the same either way)."""
+    if before is None or loop is None:
+        return []
+    gain = {
+        r["arch"]: 1.0 / r["bare_contiguous_over_bare"]
+        for r in loop["rows"]
+        if r.get("bare_contiguous_over_bare")
+    }
+    rows = []
+    for st in before["stages"]:
+        arch = st["stage"].removeprefix("train@")
+        if st["stage"].startswith("train@") and arch in gain:
+            new = st["seconds"] / gain[arch]
+            rows.append([st["stage"], _f(st["seconds"]), f"{gain[arch]:.2f}", _f(new),
+                         _f(st["seconds"] - new)])  # fmt: skip
+    if not rows:
+        return []
+    saved = sum(float(r[4].replace(",", "")) for r in rows)
+    out = [
+        "Projected effect of channels-last on the CPU (now the default) on the training "
+        "stages of `repro_before`: its seconds divided by the speed-up measured in section 1 "
+        "(bare loop, contiguous vs channels-last, interleaved). A projection, not a timed run.",
+        "",
+    ]
+    header = ["stage", "before (s)", "channels-last speed-up", "projected (s)", "saved (s)"]
+    return out + _table(header, rows) + ["", f"Saved in all: about {saved:.0f} s.", ""]
 
 
 def _epochs(arch: str, preset: str) -> int:
@@ -285,6 +317,7 @@ def render(results: dict[str, dict]) -> str:
     lines += section_prepare(data)
     lines += section_score(results.get("score"), data)
     lines += section_repro(repro)
+    lines += section_channels_last(results.get("repro_before"), results.get("train_loop"))
     lines += section_projection(results)
     return "\n".join(lines)
 

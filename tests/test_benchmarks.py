@@ -62,6 +62,8 @@ def tiny_results() -> dict[str, dict]:
         "train_cpu_128": {"kind": "train_default", "machine": MACHINE,
                           "settings": {"preset": "default"}, "rows": train_128},
         "repro_after": repro,
+        "repro_before": {**repro, "label": "before", "machine": "quiet", "total_s": 382.0,
+                         "stages": [{"stage": "train@ra", "seconds": 150.0}]},
     }  # fmt: skip
 
 
@@ -76,7 +78,9 @@ def test_report_has_every_section_from_the_results(tmp_path: Path) -> None:
     assert "| ra | 64 | 16 | 98.0 | 100.0 | 0.98 | 0.80 | 1.20 |" in text  # section 1
     assert "**100x**" in text and "**1.90x** on 2 cores" in text  # sections 2 and 3
     assert "| 96 | 2 | 300 | 280 |" in text and "**25.0 images/s**" in text  # 3 and 4
-    assert "| train@ra | 120.0 |" in text and "**4 min 50 s**" in text  # section 5
+    assert "| train@ra | 120.0 | 150.0 |" in text and "**4 min 50 s**" in text  # section 5
+    # the recorded run's RA stage over section 1's channels-last gain (1 / 0.8)
+    assert "| train@ra | 150.0 | 1.25 | 120.0 | 30.0 |" in text
     # section 6: the arithmetic, the params.yaml epochs of the RA, and the GPU rows
     epochs = report._epochs("ra", "default")
     assert f"60,361 / 100.0 = 10 min 04 s | × {epochs} = " in text
