@@ -3,10 +3,10 @@
 ``resolve_device("auto")`` picks CUDA, then Apple MPS, then CPU. On CUDA the training loop runs
 under bf16 autocast (same exponent range as float32, so no GradScaler is needed). On CUDA and on
 the CPU it trains with channels-last tensors: cuDNN picks tensor-core kernels for them, and
-oneDNN's CPU convolutions skip a layout reorder per call (a default RA step 1.26x faster, the
-U-Net's 1.4x, the AEs' 1.1x: BENCHMARKS.md). Everywhere but CUDA autocast is a no-op: CPU bf16
-autocast speeds training only on CPUs with bf16 instructions (AVX512-BF16, AMX), so the metrics
-would depend on the machine, and CPU runs must stay bit-reproducible.
+oneDNN's CPU convolutions skip a layout reorder per call (BENCHMARKS.md, section 1: measured
+per architecture against the same loop without it). Everywhere but CUDA autocast is a no-op:
+CPU bf16 autocast speeds training only on CPUs with bf16 instructions (AVX512-BF16, AMX), so
+the metrics would depend on the machine, and CPU runs must stay bit-reproducible.
 """
 
 from __future__ import annotations
