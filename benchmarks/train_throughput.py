@@ -231,9 +231,10 @@ def main() -> None:
         print(json.dumps(measure(args.one, args)))
         return
     if args.compare_loop:
-        rows = [compare_loop(name, args) for name in args.models or list_models()]
-        for row in rows:
-            print(json.dumps(row))
+        rows = []
+        for name in args.models or list_models():
+            rows.append(compare_loop(name, args))
+            print(json.dumps(rows[-1]), flush=True)  # as each finishes
         if args.out is not None:
             write_json(args.out, "train_loop", rows, args)
         return
