@@ -252,13 +252,13 @@ def projection_rows(results: dict[str, dict]) -> list[list[str]]:
             on_cpu = r["device"].startswith("cpu")
             s_rate = score.get((r["arch"], r["image_size"])) if on_cpu else None
             s_text = (
-                f"{NIH_TEST:,} / {s_rate:.1f} = {_hms(NIH_TEST / s_rate)}"
+                f"{NIH_TEST:,} / {s_rate:.3g} = {_hms(NIH_TEST / s_rate)}"
                 if s_rate
                 else "not measured"
             )
             rows.append([
                 r["device"], preset, str(r["image_size"]), r["arch"], str(r["batch_size"]),
-                f"{NIH_TRAIN:,} / {rate:.1f} = {_hms(epoch_s)}",
+                f"{NIH_TRAIN:,} / {rate:.3g} = {_hms(epoch_s)}",
                 f"× {epochs} = **{_hms(epoch_s * epochs)}**", s_text,
             ])  # fmt: skip
     return rows
@@ -281,9 +281,17 @@ def section_projection(results: dict[str, dict]) -> list[str]:
     if not any(not r[0].startswith("cpu") for r in rows):
         rows.append(["one GPU", "paper", "128, 256", "all", "–", "not measured",
                      "not measured (no GPU here)", "not measured"])  # fmt: skip
+    loads = []
     for key, res in results.items():
         if res.get("kind", "").startswith("train_") and res["kind"] != "train_loop":
             out.append(f"- `{key}.json`: {describe(res['machine'])}.")
+            load = (res["machine"].get("loadavg") or {}).get("1min", 0.0)
+            loads.append(load / max(1, res["machine"].get("cores") or 1))
+    if loads and max(loads) > 1:
+        out += ["", "**These per-image costs were measured while other jobs shared the CPU "
+                f"(up to {max(loads):.0f} runnable jobs per core): the hours below are that "
+                "much too long for a quiet machine. Rerun `make bench` on one before using "
+                "them.**"]  # fmt: skip
     out += [
         "",
         "GPU rows come from `python benchmarks/train_throughput.py --preset paper --out "

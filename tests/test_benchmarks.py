@@ -83,8 +83,9 @@ def test_report_has_every_section_from_the_results(tmp_path: Path) -> None:
     assert "| train@ra | 150.0 | 1.25 | 120.0 | 30.0 |" in text
     # section 6: the arithmetic, the params.yaml epochs of the RA, and the GPU rows
     epochs = report._epochs("ra", "default")
-    assert f"60,361 / 100.0 = 10 min 04 s | × {epochs} = " in text
-    assert "25,596 / 200.0 = 2 min 08 s" in text
+    assert f"60,361 / 100 = 10 min 04 s | × {epochs} = " in text
+    assert "25,596 / 200 = 2 min 08 s" in text
+    assert "runnable jobs per core" in text  # the load of the tiny results (7.5 on 2 cores)
     assert "not measured (no GPU here)" in text
     assert "load average 7.5" in text and "other jobs were running" in text
 
