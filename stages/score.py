@@ -1,4 +1,4 @@
-"""DVC stage `score@<arch>`: see imgae_dx.pipeline.score."""
+"""DVC stage `score@<arch>-<seed>`: see imgae_dx.pipeline.score."""
 
 import sys
 
@@ -6,4 +6,4 @@ from imgae_dx.pipeline import stage_main
 from imgae_dx.pipeline.score import score
 
 if __name__ == "__main__":
-    sys.exit(stage_main(score, per_arch=True, doc=__doc__))
+    sys.exit(stage_main(score, per_arch=True, per_seed=True, doc=__doc__))

@@ -100,9 +100,10 @@ TINY_RUN = {
 }
 
 
-def tiny_workspace(ws: Path) -> dict[str, str]:
+def tiny_workspace(ws: Path, overlay: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Copy the repository's tracked and new files (no data, models or reports) into ``ws``
-    with :data:`TINY_RUN` params, commit it, and return the environment to run it in."""
+    with :data:`TINY_RUN` params (then ``overlay``, e.g. ``{"models": ["ae"]}``), commit it,
+    and return the environment to run it in."""
     from imgae_dx.config import apply_overlay
 
     files = subprocess.run(
@@ -119,6 +120,7 @@ def tiny_workspace(ws: Path) -> dict[str, str]:
         smoke = {**TINY_ARCH[m], "epochs": 2, "max_train_batches_per_epoch": 4}
         params["arch"][m] = apply_overlay(params["arch"].get(m) or {}, smoke)
     params["arch"]["ra"]["batch_size"] = 16
+    params = apply_overlay(params, dict(overlay or {}))
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import os
 import stat
+import zipfile
 
+import numpy as np
 import pytest
 
-from imgae_dx.io import atomic_dir, atomic_path, write_json, write_text
+from imgae_dx.io import atomic_dir, atomic_path, npz_rows, write_json, write_npz, write_text
 
 
 def test_atomic_path_keeps_old_content_on_failure(tmp_path):
@@ -94,3 +96,38 @@ def test_outputs_get_the_umask_modes(tmp_path):
         assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_npz_rows_writes_what_write_npz_writes(tmp_path):
+    rng = np.random.default_rng(0)
+    big = rng.random((7, 5, 3)).astype(np.float16)
+    small = {"names": np.array(["a", "bb"]), "meta": np.array('{"k": 1}')}
+    write_npz(tmp_path / "whole.npz", names=small["names"], big=big, meta=small["meta"])
+    with npz_rows(tmp_path / "rows.npz", names=small["names"], big=(big.shape, np.float16),
+                  meta=small["meta"]) as rows:  # fmt: skip
+        for i in range(0, 7, 3):
+            rows.append("big", big[i : i + 3].astype(np.float32))  # converted to the dtype
+    entries = []
+    for name in ("whole", "rows"):
+        with zipfile.ZipFile(tmp_path / f"{name}.npz") as zf:
+            entries.append(
+                [(i.filename, i.CRC, i.file_size, i.compress_type) for i in zf.infolist()]
+            )
+    assert entries[0] == entries[1]  # the same .npy bytes, in the same order
+    with np.load(tmp_path / "rows.npz") as z:
+        np.testing.assert_array_equal(z["big"], big)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.npz", "whole.npz"]  # no spool
+
+
+def test_npz_rows_writes_nothing_when_incomplete_or_interrupted(tmp_path):
+    target = tmp_path / "maps.npz"
+    with pytest.raises(ValueError, match="maps.npz: rows written/expected: big 2/4"):
+        with npz_rows(target, big=((4, 2), np.float32)) as rows:
+            rows.append("big", np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="do not continue"):
+        with npz_rows(target, big=((4, 2), np.float32)) as rows:
+            rows.append("big", np.zeros((5, 2)))
+    with pytest.raises(KeyboardInterrupt):
+        with npz_rows(target, big=((1, 2), np.float32)) as rows:
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

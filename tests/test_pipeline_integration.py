@@ -38,7 +38,7 @@ def test_dvc_repro_end_to_end(workspace):
     ws, env = workspace
     out = _run([sys.executable, "-m", "dvc", "repro"], ws, env).stdout
     expected = {"check", "fetch", "split", "prepare", "report"} | {
-        f"{s}@{m}" for s in ("train", "score") for m in MODELS
+        f"{s}@{m}-0" for s in ("train", "score") for m in MODELS
     }
     assert _ran(out) == expected
 
@@ -58,10 +58,10 @@ def test_dvc_repro_end_to_end(workspace):
     ]:
         assert (ws / p).is_file(), p
     for m in MODELS:
-        assert (ws / f"models/{m}.pt").is_file()
-        assert (ws / f"reports/train/{m}.csv").is_file()
+        assert (ws / f"models/{m}/seed0.pt").is_file()
+        assert (ws / f"reports/train/{m}/seed0.csv").is_file()
         assert (ws / f"reports/plots/roc/{m}.csv").is_file()
-        scores = (ws / f"reports/scores/{m}.csv").read_text().splitlines()
+        scores = (ws / f"reports/scores/{m}/seed0.csv").read_text().splitlines()
         assert scores[0].startswith("image,patient_id,split,view")
         assert {"image", "patient_id", "split", "view", "label", "findings", "score"} <= set(
             scores[0].split(",")
@@ -70,12 +70,12 @@ def test_dvc_repro_end_to_end(workspace):
     assert set(metrics["models"]) == set(MODELS)
     for m in MODELS:
         assert 0.0 <= metrics["models"][m]["auroc"] <= 1.0
-        curve = (ws / f"reports/train/{m}.csv").read_text().splitlines()
+        curve = (ws / f"reports/train/{m}/seed0.csv").read_text().splitlines()
         assert curve[1].startswith("0,,"), curve[:2]  # epoch 0: the untrained validation loss
         t = metrics["training"]["models"][m]
         assert t["initial_val_loss"] > 0 and t["best_over_initial"] > 0
     assert 0 < metrics["training"]["reference_val_mse"] < 1
-    assert not list((ws / "models/.resume").glob("*.pt"))  # finished runs leave no checkpoint
+    assert not list((ws / "models/.resume").glob("*/*.pt"))  # finished runs leave no checkpoint
     assert metrics["data"]["source"] == "synthetic"
 
     # Nothing changed: nothing runs, quickly.
@@ -94,7 +94,7 @@ def test_dvc_repro_end_to_end(workspace):
     con = sqlite3.connect(ws / "mlflow-test.db")
     stages = {r[0] for r in con.execute("select value from tags where key = 'dvc.stage'")}
     con.close()
-    assert {"train@ae", "score@ae", "report"} <= stages
+    assert {"train@ae-0", "score@ae-0", "report"} <= stages
 
 
 @pytest.mark.slow
@@ -109,13 +109,13 @@ def test_changing_one_architecture_reruns_only_its_branch(workspace):
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = _run([sys.executable, "-m", "dvc", "repro", "--dry"], ws, env).stdout
     # check reruns on every params.yaml edit (it validates the file; its output stays the same)
-    assert _ran(dry) == {"check", "train@ae", "score@ae", "report"}, dry
+    assert _ran(dry) == {"check", "train@ae-0", "score@ae-0", "report"}, dry
     (ws / "params.yaml").write_text(original)
 
     exp = _run(
         [sys.executable, "-m", "dvc", "exp", "run", "-S", "arch.vae.latent_dim=8"], ws, env
     ).stdout
-    assert _ran(exp) == {"check", "train@vae", "score@vae", "report"}, exp
+    assert _ran(exp) == {"check", "train@vae-0", "score@vae-0", "report"}, exp
     show = json.loads(_run([sys.executable, "-m", "dvc", "exp", "show", "--json"], ws, env).stdout)
     text = json.dumps(show)
     assert "arch.vae.latent_dim" in text or '"latent_dim": 8' in text

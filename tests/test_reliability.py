@@ -108,15 +108,16 @@ def _bad_yaml(ws: Path, env: dict) -> str:
 
 
 def _truncated_checkpoint(ws: Path, env: dict) -> str:
-    model = ws / "models/ae.pt"
+    model = ws / "models/ae/seed0.pt"
     model.write_bytes(model.read_bytes()[:1000])
-    _clear(_cmd(ws, env, sys.executable, "stages/score.py", "ae"), "models/ae.pt", "unreadable")
-    run_checked([sys.executable, "-m", "dvc", "checkout", "--force", "models/ae.pt"], ws, env)
+    proc = _cmd(ws, env, sys.executable, "stages/score.py", "ae", "0")
+    _clear(proc, "models/ae/seed0.pt", "unreadable")
+    run_checked([sys.executable, "-m", "dvc", "checkout", "--force", "models/ae/seed0.pt"], ws, env)
     return "recovered"
 
 
 def _unlisted_architecture(ws: Path, env: dict) -> str:
-    proc = _cmd(ws, env, sys.executable, "stages/train.py", "gan")
+    proc = _cmd(ws, env, sys.executable, "stages/train.py", "gan", "0")
     return _clear(proc, "'gan' is not listed")
 
 
@@ -144,7 +145,7 @@ def _killed_leftovers(ws: Path, env: dict) -> str:
     """What SIGKILL leaves (a temporary model file, a half-built data/raw) goes at the next run
     of the stage that writes there."""
     dead = _dead_pid()
-    tmp_model = ws / f"models/.ae.pt.{dead}.x1.pt.tmp"
+    tmp_model = ws / f"models/ae/.seed0.pt.{dead}.x1.pt.tmp"
     tmp_model.write_bytes(b"")
     tmp_raw = ws / f"data/.raw.{dead}.x2.tmp"
     (tmp_raw / "images_001").mkdir(parents=True)
@@ -152,7 +153,7 @@ def _killed_leftovers(ws: Path, env: dict) -> str:
         [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "fetch"], ws, env
     )
     run_checked(
-        [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train@ae"], ws, env
+        [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train@ae-0"], ws, env
     )
     assert not tmp_model.exists() and not tmp_raw.exists()
     return "recovered"

@@ -139,13 +139,13 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
         sc = pd.concat([val, tst[val.columns]], ignore_index=True)
         # rows in a different order per model: the report must align them by image
         sc = sc.sample(frac=1.0, random_state=k)
-        (root / "reports/scores").mkdir(parents=True, exist_ok=True)
-        sc.to_csv(root / f"reports/scores/{arch}.csv", index=False)
+        (root / f"reports/scores/{arch}").mkdir(parents=True, exist_ok=True)
+        sc.to_csv(root / f"reports/scores/{arch}/seed0.csv", index=False)
         recon = np.clip(images / 255.0 + rng.normal(0, 0.05, images.shape), 0, 1)
         amap = np.abs(images / 255.0 - recon)
         amap[label == 1, 4:8, 4:8] += 0.5 * k
         write_npz(
-            root / f"reports/maps/{arch}.npz",
+            root / f"reports/maps/{arch}/seed0.npz",
             image=test["image"].to_numpy().astype(str),
             recon=recon.astype(np.float16),
             map=amap.astype(np.float16),
@@ -153,7 +153,7 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
                 json.dumps({"map": "ra", "saliency": "ssim", "reduce": "mean", "smooth_sigma": 0})
             ),
         )
-        (root / "reports/train").mkdir(parents=True, exist_ok=True)
+        (root / f"reports/train/{arch}").mkdir(parents=True, exist_ok=True)
         # ae trains well below the mean-image reference (~0.05); unet never gets there.
         val_loss = [0.30, 0.02, 0.01, 0.012] if arch == "ae" else [0.40, 0.32, 0.25, 0.26]
         pd.DataFrame(
@@ -163,7 +163,7 @@ def make_fake_pipeline(root: Path, seed: int = 0) -> None:
                 "val_loss": val_loss,
                 "lr": [None, 1e-3, 1e-3, 1e-3],
             }
-        ).to_csv(root / f"reports/train/{arch}.csv", index=False)
+        ).to_csv(root / f"reports/train/{arch}/seed0.csv", index=False)
     np.save(root / "data/prepared/train.npy", rng.integers(0, 200, (50, S, S)).astype(np.uint8))
     np.save(root / "data/prepared/val.npy", rng.integers(0, 200, (n_val, S, S)).astype(np.uint8))
 
@@ -386,6 +386,14 @@ def test_each_caveat_applies_on_its_own(analysis):
     assert "`report.unit: image`" in caveats.clustered_images(by_image)
     assert "film by film" in caveats.intervals_and_multiplicity(by_image)
     assert "ae: ssim, unet: ssim" in caveats.ra_saliency(analysis)
+    # the fixture's maps predate score.ra_map: the project's variant, posterior mean
+    assert "ae: `project` map" in caveats.ra_map_variant(analysis)
+    published = {"map": "ra", "ra_map": "published", "latent": "sample", "latent_seed": 3}
+    one = dataclasses.replace(analysis.models["ae"], score_method=published)
+    only = dataclasses.replace(analysis, models={"ae": one})
+    assert "ae: `published` map, sampled-latent reconstruction (seed 3)" in (
+        caveats.ra_map_variant(only)
+    )
 
 
 def test_training_block_and_undertrained_caveat(built):
@@ -411,7 +419,7 @@ def test_training_block_and_undertrained_caveat(built):
     partial = copy.deepcopy(result)
     del partial["training"]["models"]["ae"]
     assert check_training(partial, 0.9, 10.0) == [
-        "ae: no training curve in the metrics (reports/train/ae.csv)"
+        "ae: no training curve in the metrics (reports/train/ae/seed<k>.csv)"
     ]
 
 
@@ -590,8 +598,8 @@ def test_missing_optional_inputs_degrade_gracefully(tmp_path):
     for rel in [
         "data/prepared/test.npy",
         "data/prepared/boxes.csv",
-        "reports/train/ae.csv",
-        "reports/maps/unet.npz",
+        "reports/train/ae/seed0.csv",
+        "reports/maps/unet/seed0.npz",
     ]:
         (tmp_path / rel).unlink()
     m = report.make_report(
@@ -606,7 +614,7 @@ def test_missing_optional_inputs_degrade_gracefully(tmp_path):
         and m["models"]["unet"]["score_method"] == {}
     )
     assert (tmp_path / "out/figures/gallery.png").is_file()
-    with pytest.raises(FileNotFoundError, match="score@vae"):
+    with pytest.raises(FileNotFoundError, match="score@vae-0"):
         report.load_inputs(tmp_path, ["vae"])
 
 
@@ -625,3 +633,26 @@ def test_stage_script_runs(tmp_path):
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert summary["unet"]["auroc"] == metrics["models"]["unet"]["auroc"] > 0.5
     assert summary["ae"]["auroc_ci95"] == metrics["models"]["ae"]["auroc_ci95"]
+
+
+def test_one_abnormal_patient_gives_no_delong_but_keeps_the_bootstrap(analysis):
+    """Clustered DeLong refuses a class seen in one patient; the report shows no DeLong
+    interval or test there rather than failing, and keeps the (paired) bootstrap."""
+    from imgae_dx.report import comparisons, detection, markdown
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(20, int), np.ones(6, int)]
+    pid = np.r_[np.arange(20), np.full(6, 100)]  # every abnormal film: one patient
+    frame = lambda s: pd.DataFrame(  # noqa: E731
+        {"image": [f"i{k}" for k in range(26)], "label": y, "score": s, "patient_id": pid}
+    )
+    tests = {"a": frame(rng.normal(size=26) + y), "b": frame(rng.normal(size=26))}
+    rp = config.ReportParams(bootstrap=50)
+    c = comparisons.compare("a", "b", tests, rp, "patient")
+    assert c.delong is None and c.p_delong is None and c.delta_ci is not None
+    ranking = detection._ranking(y, tests["a"]["score"].to_numpy(), rp, pid.astype(str))
+    assert ranking["auroc_ci_delong"] is None and ranking["auroc_ci"] is not None
+    assert comparisons.compare("a", "b", tests, rp, "image").delong is not None
+    text = "".join(markdown.comparisons(dataclasses.replace(analysis, comparisons=[c])))
+    assert "fewer than two independent units" in text
+    assert "fewer than two" not in "".join(markdown.comparisons(analysis))

@@ -114,8 +114,87 @@ def test_ra_saliency_choices(pair):
     zero = scoring.anomaly_map(x, x_hat, "ra", features=feats)
     assert np.allclose(zero, 0.0, atol=1e-6)
     # a constant LPIPS map of 1 on both pairs leaves the CLAHE residual, smoothed saliency = 1
-    ones = scoring.anomaly_map(x, x_hat, "ra", lpips_fn=lambda a, b: np.ones_like(a))
+    one = lambda a, b: np.ones_like(a)  # noqa: E731
+    ones = scoring.anomaly_map(x, x_hat, "ra", lpips_fn=one, ra_map="project")
     np.testing.assert_allclose(ones, scoring.anomaly_map(x, x_hat, "clahe"), atol=1e-6)
+    published = scoring.anomaly_map(x, x_hat, "ra", lpips_fn=one)
+    residual = np.abs(scoring.clahe_published(x_hat) - scoring.clahe_published(x))
+    np.testing.assert_allclose(published, residual, atol=1e-6)
+    with pytest.raises(ValueError, match="ra_map"):
+        scoring.anomaly_map(x, x_hat, "ra", ra_map="paper")
+
+
+def _reference_ra_map(x, x_hat, saliency_fn):
+    """The published RA map written out from its description, one image at a time, with
+    scikit-image's CLAHE and scipy's Gaussian filter: CLAHE each image (defaults), smooth
+    each saliency map (σ = 2), multiply the CLAHE residual by both."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.exposure import equalize_adapthist
+
+    out = []
+    for xi, hi in zip(x, x_hat):
+        cx, ch = equalize_adapthist(xi), equalize_adapthist(hi)
+        s1 = gaussian_filter(saliency_fn(xi, hi), sigma=2)
+        s2 = gaussian_filter(saliency_fn(cx, ch), sigma=2)
+        out.append(np.abs(ch - cx) * s1 * s2)
+    return np.stack(out)
+
+
+def _ssim_saliency(a, b):
+    from skimage.metrics import structural_similarity
+
+    _, full = structural_similarity(
+        a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        full=True,
+    )  # fmt: skip
+    return np.clip(1.0 - full, 0, None)
+
+
+def _smooth_phantoms(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth blobs (a CLAHE of white noise is noise) and a reconstruction that misses one."""
+    yy, xx = np.mgrid[:size, :size] / size
+    rng = np.random.default_rng(1)
+    x, x_hat = [], []
+    for _ in range(n):
+        cy, cx = rng.uniform(0.3, 0.7, 2)
+        body = 0.2 + 0.6 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 0.08)
+        lesion = 0.3 * np.exp(-((yy - 0.3) ** 2 + (xx - 0.6) ** 2) / 0.004)
+        x.append(np.clip(body + lesion + 0.02 * rng.standard_normal(body.shape), 0, 1))
+        x_hat.append(np.clip(body + 0.01 * rng.standard_normal(body.shape), 0, 1))
+    return np.asarray(x, np.float32), np.asarray(x_hat, np.float32)
+
+
+@pytest.mark.parametrize("saliency", ["ssim", "lpips"])
+def test_published_ra_map_matches_scikit_image(saliency):
+    x, x_hat = _smooth_phantoms(3, 48)
+    # lpips: any per-pixel distance stands in for the network here (its wiring is under test)
+    dist = lambda a, b: np.abs(a - b) ** 0.5  # noqa: E731
+    fn = _ssim_saliency if saliency == "ssim" else dist
+    lpips_fn = None if saliency == "ssim" else (lambda a, b: np.stack(list(map(dist, a, b))))
+    ours = scoring.anomaly_map(x, x_hat, "ra", saliency=saliency, lpips_fn=lpips_fn)
+    ref = _reference_ra_map(x.astype(np.float64), x_hat.astype(np.float64), fn)
+    np.testing.assert_allclose(ours, ref, atol=2e-5 * ref.max(), rtol=1e-4)
+    # per-map smoothing then product is not the project's product then smoothing
+    project = scoring.anomaly_map(x, x_hat, "ra", saliency=saliency, lpips_fn=lpips_fn,
+                                  ra_map="project")  # fmt: skip
+    assert not np.allclose(ours, project, atol=1e-3 * ref.max())
+    # the lesion the reconstruction misses scores higher than the rest of the image
+    assert (ours[:, 12:18, 26:32].mean(axis=(1, 2)) > 1.5 * ours.mean(axis=(1, 2))).all()
+
+
+def test_published_clahe_is_scikit_images_per_image_and_stretched():
+    from skimage.exposure import equalize_adapthist
+
+    x, _ = _smooth_phantoms(2, 64)
+    out = scoring.clahe_published(x)
+    assert out.shape == x.shape and out.dtype == np.float32
+    for i in range(len(x)):
+        np.testing.assert_allclose(out[i], equalize_adapthist(x[i]), atol=1e-6)
+    # the per-image min-max stretch: a contrast change leaves the CLAHE (up to 14-bit
+    # rounding), unlike the project's own CLAHE
+    dim = 0.3 + 0.4 * x
+    assert np.abs(scoring.clahe_published(dim) - out).mean() < 0.005
+    assert np.abs(scoring.clahe(dim) - scoring.clahe(x)).mean() > 0.02
 
 
 def test_feature_saliency_upsamples_and_averages():
@@ -184,29 +263,35 @@ def test_lpips_loads_full_state_dict_and_maps(tmp_path):
     assert m.shape == x.shape and np.isfinite(m).all()
 
 
-def test_lpips_split_files_match_full(tmp_path):
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_lpips_split_files_match_full(tmp_path, net):
     import torch
 
     from imgae_dx import lpips
 
-    state = _random_lpips_state()
+    state = _random_lpips_state(net)
     lin = {k: v for k, v in state.items() if k.startswith("lin")}
-    # torchvision layout of the backbone: features.I.weight / features.I.bias
+    # torchvision layout of the backbone: features.I.weight, features.I.squeeze.weight, ...
     backbone = {
-        f"features.{k.split('.')[2]}.{k.split('.')[3]}": v
+        "features." + ".".join(k.split(".")[2:]): v
         for k, v in state.items()
         if k.startswith("net.")
     }
-    torch.save(lin, tmp_path / "alex.pth")
-    torch.save(backbone, tmp_path / "alexnet-backbone.pth")
+    backbone["classifier.1.weight"] = torch.zeros(1)  # torchvision's head: ignored
+    torch.save(lin, tmp_path / f"{net}.pth")
+    torch.save(backbone, tmp_path / "backbone.pth")
     torch.save(state, tmp_path / "full.pth")
-    a = lpips.load_lpips(tmp_path / "alex.pth", backbone_weights=tmp_path / "alexnet-backbone.pth")
-    b = lpips.load_lpips(tmp_path / "full.pth")
-    x, y = torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40)
+    kw = {"net": net}
+    a = lpips.load_lpips(tmp_path / f"{net}.pth", backbone_weights=tmp_path / "backbone.pth", **kw)
+    b = lpips.load_lpips(tmp_path / "full.pth", **kw)
+    x, y = torch.rand(2, 1, 40, 40), torch.rand(2, 1, 40, 40)
     with torch.no_grad():
-        assert torch.allclose(a(x, y), b(x, y))
+        d = a(x, y)
+        assert d.shape == (2, 40, 40) and (d > 0).all() and torch.allclose(d, b(x, y))
+        assert torch.allclose(a(x, x), torch.zeros(2, 40, 40), atol=1e-6)
+    assert len([k for k in lin if k.startswith("lin")]) == (7 if net == "squeeze" else 5)
     with pytest.raises(ValueError, match="backbone"):
-        lpips.load_lpips(tmp_path / "alex.pth")  # lin layers alone are not enough
+        lpips.load_lpips(tmp_path / f"{net}.pth", **kw)  # lin layers alone are not enough
 
 
 def test_lpips_missing_file_is_a_clear_error(tmp_path):
@@ -214,3 +299,16 @@ def test_lpips_missing_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="never downloads"):
         lpips.make_lpips_fn(tmp_path / "nope.pth")
+
+
+def test_ssim_map_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    x, x_hat = _smooth_phantoms(2, 40)
+    ours = scoring.ssim_map(x, x_hat)
+    for i in range(len(x)):
+        _, ref = structural_similarity(
+            x[i].astype(np.float64), x_hat[i].astype(np.float64), data_range=1.0,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True,
+        )  # fmt: skip
+        np.testing.assert_allclose(ours[i], ref, atol=1e-5)

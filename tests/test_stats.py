@@ -13,6 +13,7 @@ DeLong is checked two independent ways:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,41 @@ def test_clustered_delong_reduces_to_delong():
     np.testing.assert_allclose(tripled, plain, rtol=1e-10)
     _, naive = stats.delong_covariance(y3, s3)
     assert (np.diag(naive) < 0.4 * np.diag(plain)).all()  # image-level: about a third
+
+
+@pytest.mark.parametrize(
+    ("labels", "groups", "counts"),
+    [
+        # every abnormal film from one patient: its class variance does not exist (was 0)
+        ([0, 0, 1, 1, 0, 1, 0, 0], [1, 2, 3, 3, 4, 3, 5, 6], "got 1 and 5"),
+        # one patient holds everything: was NaN with only a RuntimeWarning
+        ([0, 1, 0, 1, 1, 0], [7] * 6, "got 1 and 1"),
+    ],
+)
+def test_clustered_delong_refuses_a_class_in_one_cluster(labels, groups, counts):
+    y, g = np.array(labels), np.array(groups)
+    s = np.linspace(0.0, 1.0, len(y))
+    for call in (
+        lambda: stats.delong_covariance(y, s, clusters=g),
+        lambda: stats.delong_ci(y, s, clusters=g),
+        lambda: stats.delong_test(y, s, s[::-1], clusters=g),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # an error, not a warning and a NaN
+            with pytest.raises(stats.DegenerateDeLongError, match=f"2 clusters.*{counts}"):
+                call()
+    # two clusters per class is enough, and gives a positive variance
+    g2 = g.copy()
+    g2[np.flatnonzero(y == 1)[0]] = 99
+    g2[np.flatnonzero(y == 0)[0]] = 98
+    assert stats.delong_auc_variance(y, s, clusters=g2)[1] > 0
+
+
+def test_plain_delong_refuses_a_single_image_of_a_class():
+    y, s = np.array([0, 0, 0, 1]), np.array([0.1, 0.4, 0.3, 0.9])
+    with pytest.raises(stats.DegenerateDeLongError, match="2 images.*got 1 and 3"):
+        stats.delong_ci(y, s)
+    assert stats.delong_auc_variance(np.r_[y, 1], np.r_[s, 0.2])[1] > 0
 
 
 def _clustered_draw(rng, n_pat):

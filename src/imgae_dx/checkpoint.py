@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from imgae_dx.config import TrainParams
+from imgae_dx.config import LAUNCH_KEYS, TrainParams
 from imgae_dx.errors import UserError
 from imgae_dx.io import save_torch
 
@@ -139,13 +139,14 @@ def fingerprint(
     """What decides a run's trajectory, as JSON-able values.
 
     Every training setting counts except ``resume`` (whether to resume is not what is
-    resumed) and ``epochs`` where the schedule does not depend on it (constant, multistep): a
-    library caller may then extend a finished run and it continues exactly as a longer run
-    would (the pipeline removes the state of a finished run, so there it never applies).
+    resumed), ``launcher`` (N processes train what one does) and ``epochs`` where the
+    schedule does not depend on it (constant, multistep): a library caller may then extend
+    a finished run and it continues exactly as a longer run would (the pipeline removes the
+    state of a finished run, so there it never applies).
     ``device`` and ``amp`` count as what they do: the device kind trained on, and whether
     bf16 autocast was on (only on CUDA).
     """
-    kept = config.model_dump(exclude={"resume"})
+    kept = config.model_dump(exclude={"resume", *LAUNCH_KEYS})
     if config.scheduler != "cosine":
         kept.pop("epochs")
     kept["device"] = device.type

@@ -75,28 +75,35 @@ def check_training(
 ) -> list[str]:
     """Models of a metrics dict that did not train: selected validation loss above
     ``max_over_initial`` x the untrained one, or at least ``max_over_reference`` x the loss of
-    predicting the mean training image. Missing training figures count as failures."""
+    predicting the mean training image. Missing training figures count as failures. With
+    several training seeds, every seed's run is checked (``ae/seed1: ...``)."""
+    from imgae_dx.report.seeds import run_label
+
     training = result.get("training") or {}
     per_model = training.get("models") or {}
+    seeds = (result.get("seeds") or {}).get("seeds") or [0]  # absent: one seed
     problems = []
-    for arch in result.get("models") or {}:
-        t = per_model.get(arch)
+    for arch, k in ((a, k) for a in result.get("models") or {} for k in seeds):
+        label = run_label(arch, k, seeds)
+        t = per_model.get(label)
         if t is None:
-            problems.append(f"{arch}: no training curve in the metrics (reports/train/{arch}.csv)")
+            where = paths.train_curve(arch, k)  # one seed: metrics.json does not name it
+            where = where.parent / "seed<k>.csv" if len(seeds) == 1 else where
+            problems.append(f"{label}: no training curve in the metrics ({where.as_posix()})")
             continue
         r0, rr = t.get("best_over_initial"), t.get("best_over_reference")
         if r0 is None:
-            problems.append(f"{arch}: no untrained (epoch 0) validation loss recorded")
+            problems.append(f"{label}: no untrained (epoch 0) validation loss recorded")
         elif r0 > max_over_initial:
             problems.append(
-                f"{arch}: selected val loss {t['best_val_loss']:.4g} is {r0:.3f} x the untrained "
+                f"{label}: selected val loss {t['best_val_loss']:.4g} is {r0:.3f} x the untrained "
                 f"{t['initial_val_loss']:.4g} (allowed: {max_over_initial})"
             )
         if rr is None:
-            problems.append(f"{arch}: no mean-image reference (data/prepared train/val missing)")
+            problems.append(f"{label}: no mean-image reference (data/prepared train/val missing)")
         elif rr >= max_over_reference:
             problems.append(
-                f"{arch}: selected val loss {t['best_val_loss']:.4g} is {rr:.3f} x the mean-image "
+                f"{label}: selected val loss {t['best_val_loss']:.4g} is {rr:.3f} x the mean-image "
                 f"reference {training.get('reference_val_mse'):.4g} (must be < {max_over_reference})"
             )
     return problems

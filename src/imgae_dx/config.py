@@ -4,7 +4,8 @@ Every block of ``params.yaml`` is a pydantic model below: its defaults, types, r
 allowed keys live here and nowhere else (``docs/architecture.md``, "Parameters"). The
 ``train``, ``score``, ``report``, ``mlflow`` and ``data.*`` blocks are the models
 :class:`TrainParams`, :class:`ScoreParams`, :class:`ReportParams`, :class:`MlflowParams`,
-:class:`DataParams`, :class:`SyntheticParams`, :class:`KaggleParams` and :class:`LocalParams`,
+:class:`DataParams`, :class:`SyntheticParams`, :class:`KaggleParams`, :class:`LocalParams` and
+:class:`MedianomalyParams`,
 which the library functions take as they are. One block is derived rather than written out, so
 that it cannot drift from the code that receives it: ``arch.<name>`` holds the keyword
 arguments of the registered model's constructor (:mod:`imgae_dx.models.registry`; types from
@@ -113,10 +114,22 @@ class LocalParams(_Block):
     link: Literal["auto", "hardlink", "reflink", "copy"] = "auto"
 
 
-class DataParams(_Block):
-    """``data``: where the images come from and how they are split and sized."""
+class MedianomalyParams(_Block):
+    """``data.medianomaly``: MedIAnomaly's RSNA or VinDr-CXR split on disk
+    (:func:`...sources.medianomaly.fetch`): ``<root>/data.json`` and ``<root>/images/``."""
 
-    source: Literal["synthetic", "kaggle", "local"]
+    root: str | None = None  # e.g. ~/MedIAnomaly-Data/RSNA or ~/MedIAnomaly-Data/VinCXR
+    link: Literal["auto", "hardlink", "reflink", "copy"] = "auto"
+
+
+class DataParams(_Block):
+    """``data``: where the images come from and how they are split and sized.
+
+    With ``source: medianomaly`` the listing decides train and test: ``shards``, ``views``
+    and ``test_fraction`` do not apply (that data has no shards, views or patients) and
+    ``val_fraction`` is a fraction of the training images."""
+
+    source: Literal["synthetic", "kaggle", "local", "medianomaly"]
     shards: str | list[str | int]  # 'all' or a list of images_001 .. images_012
     views: list[Literal["PA", "AP"]]
     image_size: int  # pixels fed to the models: a multiple of 16
@@ -132,6 +145,7 @@ class DataParams(_Block):
     kaggle: KaggleParams = KaggleParams()
     local: LocalParams = LocalParams()
     synthetic: SyntheticParams = SyntheticParams()
+    medianomaly: MedianomalyParams = MedianomalyParams()
 
     @field_validator("shards", mode="before")
     @classmethod
@@ -167,6 +181,10 @@ class DataParams(_Block):
 Scheduler = Literal["cosine", "none", "multistep"]
 
 
+#: First word of ``train.launcher``: the stage runs as ``<launcher> stages/train.py <arch>``.
+LAUNCHERS: tuple[str, ...] = ("python", "python3", "torchrun")
+
+
 class TrainParams(_Block):
     """``train``: the training loop's settings (:func:`imgae_dx.train.train_model`).
 
@@ -192,6 +210,18 @@ class TrainParams(_Block):
     amp: bool = True  # bf16 autocast on CUDA (no effect elsewhere)
     resume: bool = True  # continue an interrupted run from models/.resume (same settings only)
     num_threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
+    launcher: str = "python"  # the train stage's command: python, or a torchrun line
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher(cls, v: str) -> str:
+        words = v.split()
+        if not words or words[0] not in LAUNCHERS:
+            raise _custom(
+                f"train.launcher: {v!r} must start with one of {', '.join(LAUNCHERS)} "
+                "(e.g. python, or torchrun --standalone --nproc-per-node=2)"
+            )
+        return v
 
     @field_validator("device")
     @classmethod
@@ -206,7 +236,10 @@ class TrainParams(_Block):
 
 
 #: Machine and run settings that stay global (not overridable in ``arch.<name>``).
-GLOBAL_TRAIN_KEYS: tuple[str, ...] = ("device", "amp", "resume", "num_threads")
+GLOBAL_TRAIN_KEYS: tuple[str, ...] = ("device", "amp", "resume", "num_threads", "launcher")
+#: How a training run was started, not what it computes: kept out of the model file and the
+#: resume fingerprint (N processes with the same global batch train the same model).
+LAUNCH_KEYS: frozenset[str] = frozenset({"launcher"})
 #: ``train`` keys an ``arch.<name>`` block may override for that architecture alone.
 TRAIN_OVERRIDE_KEYS: tuple[str, ...] = tuple(
     k for k in TrainParams.model_fields if k not in GLOBAL_TRAIN_KEYS
@@ -223,10 +256,13 @@ class ScoreParams(_Block):
     reduce: str = "mean"  # mean | max | pNN, a percentile (e.g. p99)
     clahe_tiles: PositiveInt = 8
     clahe_clip: float = 2.0  # <= 0: no clipping
+    ra_map: scoring.RaMap = scoring.DEFAULT_RA_MAP  # published | project (scoring.py)
+    latent: Literal["mean", "sample"] = "mean"  # vae/ra reconstruction: posterior mean | a draw
+    latent_seed: NonNegInt = 0  # the draws of latent: sample
     batch_size: PositiveInt = 128
     lpips_weights: str | None = None  # a local LPIPS .pth (never downloaded)
     lpips_backbone_weights: str | None = None
-    lpips_net: Literal["alex", "vgg"] = "alex"
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"  # squeeze: the RA authors' choice
 
     @field_validator("reduce")
     @classmethod
@@ -301,7 +337,8 @@ def _constructor_keys(name: str) -> list[str]:
 class Params(_Block):
     """The validated ``params.yaml``. Load it with :func:`load_params`."""
 
-    seed: int
+    seed: int  # the data: split and sampling caps (never the training seeds)
+    seeds: list[NonNegInt] = [0]  # training seeds: each architecture trains once per seed
     data: DataParams
     models: list[str]  # architectures to train, score and report
     arch: dict[str, Any] = {}  # arch.<name>: see arch_block_model
@@ -336,6 +373,16 @@ class Params(_Block):
                     f"models: unknown architecture {m!r}{_did_you_mean(m, known)} "
                     f"(valid: {', '.join(known)})"
                 )
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise _custom("seeds: expected a non-empty list of training seeds, e.g. [0, 1, 2]")
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise _custom(f"seeds: duplicate entries {dup} in {v} (list each seed once)")
         return v
 
     @field_validator("arch", mode="before")
@@ -405,7 +452,7 @@ class Params(_Block):
         return self.train.model_copy(update=overrides)
 
     def score_map(self, arch: str) -> str:
-        """The anomaly map ``score@<arch>`` computes: ``score.map``, or the model's own for auto."""
+        """The anomaly map ``score@<arch>-<seed>`` computes: ``score.map``, or the model's own for auto."""
         from imgae_dx.models import get_model_class
 
         return scoring.resolve_map(self.score.map, get_model_class(arch).default_score)

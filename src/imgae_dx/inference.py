@@ -4,10 +4,14 @@ The model runs in torch (batched, on the GPU when there is one); the maps are th
 functions of :mod:`imgae_dx.scoring`. How to score comes from the ``score`` params block
 (:class:`imgae_dx.config.ScoreParams`); ``map: auto`` means the architecture's own map
 (``AnomalyModel.default_score``: the squared residual, or the RA's CLAHE residual x saliency).
+``score.latent: sample`` reconstructs the latent models (vae, ra) from one draw of
+z ~ q(z|x) per image, as the RA authors' evaluation does; the noise is drawn for all images at
+once from ``score.latent_seed``, so scores do not depend on the batch size or the device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +24,18 @@ from imgae_dx.config import ScoreParams
 from imgae_dx.device import images_to_tensor
 from imgae_dx.models.base import AnomalyModel
 
-__all__ = ["ScoreMethod", "Scores", "make_lpips_fn", "score_images", "score_method"]
+__all__ = [
+    "BatchSink",
+    "ScoreMethod",
+    "Scores",
+    "latent_noise",
+    "make_lpips_fn",
+    "score_images",
+    "score_method",
+]
+
+#: Receives each batch's ``(start, recons, maps)``, both (B, S, S) float16, in order.
+BatchSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,9 @@ class ScoreMethod:
     smooth_sigma: float
     clahe_tiles: int
     clahe_clip: float
+    ra_map: str | None = None  # the RA map's variant (published | project); None for the others
+    latent: str | None = None  # mean | sample, for models with a latent (vae, ra); else None
+    latent_seed: int | None = None  # with latent "sample"
 
     def as_dict(self) -> dict[str, Any]:
         """The form stored in ``reports/maps/<arch>.npz`` (``meta_json``) and metrics.json."""
@@ -43,12 +61,17 @@ class ScoreMethod:
             "smooth_sigma": self.smooth_sigma,
             "clahe_tiles": self.clahe_tiles,
             "clahe_clip": self.clahe_clip,
+            "ra_map": self.ra_map,
+            "latent": self.latent,
+            "latent_seed": self.latent_seed,
         }
 
 
 def score_method(model: AnomalyModel, score: ScoreParams) -> ScoreMethod:
-    """Resolve ``score.map: auto`` to the model's own map; saliency only for the RA map."""
+    """Resolve ``score.map: auto`` to the model's own map; saliency and variant only for the
+    RA map, the latent only for models that have one."""
     method = scoring.resolve_map(score.map, type(model).default_score)
+    latent = score.latent if type(model).has_latent else None
     return ScoreMethod(
         map=method,
         saliency=score.saliency if method == "ra" else None,
@@ -56,6 +79,9 @@ def score_method(model: AnomalyModel, score: ScoreParams) -> ScoreMethod:
         smooth_sigma=float(score.smooth_sigma),
         clahe_tiles=int(score.clahe_tiles),
         clahe_clip=float(score.clahe_clip),
+        ra_map=score.ra_map if method == "ra" else None,
+        latent=latent,
+        latent_seed=int(score.latent_seed) if latent == "sample" else None,
     )
 
 
@@ -92,9 +118,15 @@ def score_images(
     lpips_fn: scoring.LpipsFn | None = None,
     keep_maps: bool = False,
     desc: str = "score",
+    on_batch: BatchSink | None = None,
 ) -> Scores:
     """Image scores of ``images: (N, S, S) uint8`` and, with ``keep_maps``, the
-    reconstructions and anomaly maps."""
+    reconstructions and anomaly maps.
+
+    Memory is one batch plus the (N,) scores, whatever N, unless ``keep_maps`` holds every
+    map: to keep them for many images, stream them out through ``on_batch`` instead (e.g. to
+    :func:`imgae_dx.io.npz_rows`).
+    """
     n = len(images)
     out = Scores(scores=np.zeros(n, dtype=np.float64))
     if keep_maps:
@@ -102,13 +134,20 @@ def score_images(
         out.maps = np.zeros((n,) + images.shape[1:], dtype=np.float16)
     dev = torch.device(device)
     model.to(dev).eval()
+    eps = latent_noise(model, n, method)
     with torch.inference_mode():
         for i in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=None, leave=False):
-            x, x_hat, amap = _score_batch(model, images[i : i + batch_size], method, dev, lpips_fn)
+            noise = None if eps is None else eps[i : i + batch_size]
+            batch = images[i : i + batch_size]
+            x, x_hat, amap = _score_batch(model, batch, method, dev, lpips_fn, noise)
             out.scores[i : i + len(x)] = scoring.image_scores(amap, method.reduce)
+            if keep_maps or on_batch is not None:
+                recon16, map16 = x_hat.astype(np.float16), amap.astype(np.float16)
             if keep_maps:
-                out.recons[i : i + len(x)] = x_hat.astype(np.float16)
-                out.maps[i : i + len(x)] = amap.astype(np.float16)
+                out.recons[i : i + len(x)] = recon16
+                out.maps[i : i + len(x)] = map16
+            if on_batch is not None:
+                on_batch(i, recon16, map16)
     return out
 
 
@@ -118,10 +157,13 @@ def _score_batch(
     method: ScoreMethod,
     device: torch.device,
     lpips_fn: scoring.LpipsFn | None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, x_hat, map) of one uint8 batch (B, S, S), each (B, S, S) float32."""
+    """(x, x_hat, map) of one uint8 batch (B, S, S), each (B, S, S) float32; ``noise``
+    (B, latent_dim): reconstruct from z = mu + noise * sigma instead of the posterior mean."""
     xb = images_to_tensor(batch, device)  # (B, 1, S, S) in [0, 1]
-    xh = model(xb).float().clamp(0, 1)
+    xh = model(xb) if noise is None else model.reconstruct_sampled(xb, noise.to(device))
+    xh = xh.float().clamp(0, 1)
     features = None
     if method.map == "ra" and method.saliency == "features":
         fx = [f.float().cpu().numpy() for f in model.encoder_features(xb)]
@@ -139,5 +181,15 @@ def _score_batch(
         lpips_fn=lpips_fn,
         clahe_tiles=method.clahe_tiles,
         clahe_clip=method.clahe_clip,
+        ra_map=method.ra_map or scoring.DEFAULT_RA_MAP,
     )
     return x_np, xh_np, amap
+
+
+def latent_noise(model: AnomalyModel, n: int, method: ScoreMethod) -> torch.Tensor | None:
+    """Standard normal noise (n, latent_dim) float32 on the CPU for ``latent: sample``, one row
+    per image from a generator seeded with ``latent_seed``; None for the posterior mean."""
+    if method.latent != "sample":
+        return None
+    gen = torch.Generator().manual_seed(int(method.latent_seed or 0))
+    return torch.randn(n, model.latent_dim, generator=gen)

@@ -147,6 +147,81 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
             np.savez_compressed(fh, **arrays)
 
 
+class NpzRows:
+    """The members of an :func:`npz_rows` file that arrive in row blocks, each spooled to an
+    uncompressed ``.npy`` of its final shape as it comes."""
+
+    def __init__(self, spool: Path, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+        self.shapes, self.filled = shapes, dict.fromkeys(shapes, 0)
+        self.files = {name: open(spool / f"{name}.npy", "wb+") for name in shapes}  # noqa: SIM115
+        for name, (shape, dtype) in shapes.items():
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(self.files[name], {**header, "shape": shape})
+
+    def append(self, name: str, rows: np.ndarray) -> None:
+        """Add the next rows (k, ...) of member ``name``, converted to its dtype."""
+        shape, dtype = self.shapes[name]
+        rows = np.ascontiguousarray(rows, dtype=dtype)
+        if rows.shape[1:] != shape[1:] or self.filled[name] + len(rows) > shape[0]:
+            raise ValueError(f"{name}: rows {rows.shape} do not continue an array {shape}")
+        self.files[name].write(rows.tobytes())
+        self.filled[name] += len(rows)
+
+    def missing(self) -> str:
+        """The members not filled yet, as ``name rows/expected``; empty when complete."""
+        rows = {k: shape[0] for k, (shape, _) in self.shapes.items()}
+        return ", ".join(f"{k} {n}/{rows[k]}" for k, n in self.filled.items() if n != rows[k])
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+
+
+@contextlib.contextmanager
+def npz_rows(
+    path: str | os.PathLike, **members: np.ndarray | tuple[tuple[int, ...], Any]
+) -> Iterator[NpzRows]:
+    """Write ``path`` as :func:`write_npz` would, with the large members arriving in row blocks:
+    memory holds one block, not the arrays.
+
+    ``members``, in file order: an array is stored as it is; a ``(shape, dtype)`` pair is
+    filled through the yielded :class:`NpzRows` (``rows.append(name, block)``, in order) and
+    spooled to disk next to ``path`` until the file is assembled. The same zip entries and
+    ``.npy`` bytes as ``np.savez_compressed``; written atomically, nothing on an exception.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shapes = {
+        k: (tuple(int(d) for d in v[0]), np.dtype(v[1]))
+        for k, v in members.items()
+        if isinstance(v, tuple)
+    }
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.spool.", dir=path.parent) as spool:
+        rows = NpzRows(Path(spool), shapes)
+        try:
+            yield rows
+            if rows.missing():
+                raise ValueError(f"{path}: rows written/expected: {rows.missing()}; not written")
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                _zip_npy_members(fh, members, rows.files)
+        finally:
+            rows.close()
+
+
+def _zip_npy_members(fh: Any, members: dict[str, Any], spooled: dict[str, Any]) -> None:
+    """np.savez_compressed's zip (deflated, zip64 entries ``<name>.npy``), streamed."""
+    import zipfile
+
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for name, value in members.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                if name in spooled:
+                    spooled[name].seek(0)
+                    shutil.copyfileobj(spooled[name], entry, 1 << 18)
+                else:
+                    np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
+
+
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     import torch
 

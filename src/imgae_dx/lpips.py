@@ -1,21 +1,22 @@
 """LPIPS (Zhang et al., CVPR 2018, https://arxiv.org/abs/1801.03924) from local weight files only.
 
-LPIPS compares unit-normalised activations of an ImageNet backbone (AlexNet or VGG16) through
-learned 1×1 "lin" layers. Both parts need pretrained weights, and this module never downloads
+LPIPS compares unit-normalised activations of an ImageNet backbone (AlexNet, VGG16 or
+SqueezeNet 1.1 -- the one the RA authors' evaluation uses) through learned 1×1 "lin" layers. Both parts need pretrained weights, and this module never downloads
 anything: ``load_lpips`` reads them from files you place yourself. Accepted layouts:
 
 - one full state dict of the ``lpips`` package's ``LPIPS`` module (keys ``net.sliceK.I.*``
   and ``linK.model.1.weight``), or
-- the ``lpips`` package's lin file (``weights/v0.1/alex.pth`` or ``vgg.pth``: keys
-  ``linK.model.1.weight``) as ``weights`` plus torchvision's backbone state dict
-  (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth``: keys ``features.I.*``) as
-  ``backbone_weights``.
+- the ``lpips`` package's lin file (``weights/v0.1/alex.pth``, ``vgg.pth`` or ``squeeze.pth``:
+  keys ``linK.model.1.weight``) as ``weights`` plus torchvision's backbone state dict
+  (``alexnet-owt-7be5be79.pth`` / ``vgg16-397923af.pth`` / ``squeezenet1_1-b8a52dc0.pth``:
+  keys ``features.I.*``) as ``backbone_weights``.
 
 Used by the RA anomaly map (``scoring.anomaly_map(..., lpips_fn=make_lpips_fn(...))``).
 
 Written here rather than taken from the ``lpips`` package because that package fetches its
 backbone through torchvision's download machinery and torchvision wheels do not import beside
-this project's CPU torch; the network is five backbone taps and five 1×1 convolutions.
+this project's CPU torch; the network is five (seven for SqueezeNet) backbone taps and as many
+1×1 convolutions.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ _ALEX_SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
 _ALEX_CHANNELS = (64, 192, 384, 256, 256)
 _VGG_SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
 _VGG_CHANNELS = (64, 128, 256, 512, 512)
-NETS = ("alex", "vgg")
+# torchvision's squeezenet1_1 features; the lpips package taps it seven times
+_SQUEEZE_SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 11), (11, 12), (12, 13))
+_SQUEEZE_CHANNELS = (64, 128, 256, 384, 384, 512, 512)
+NETS = ("alex", "vgg", "squeeze")
 
 
 def _alex_features() -> list[nn.Module]:
@@ -67,21 +71,65 @@ def _vgg_features() -> list[nn.Module]:
     return layers
 
 
+class _Fire(nn.Module):
+    """SqueezeNet's fire module (Iandola et al. 2016), parameter names as torchvision's:
+    1×1 squeeze, then 1×1 and 3×3 expansions concatenated, each followed by a ReLU."""
+
+    def __init__(self, c_in: int, c_squeeze: int, c_1x1: int, c_3x3: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(c_in, c_squeeze, 1)
+        self.expand1x1 = nn.Conv2d(c_squeeze, c_1x1, 1)
+        self.expand3x3 = nn.Conv2d(c_squeeze, c_3x3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand1x1(h)), F.relu(self.expand3x3(h))], dim=1)
+
+
+def _squeeze_features() -> list[nn.Module]:
+    def pool() -> nn.Module:
+        return nn.MaxPool2d(3, 2, ceil_mode=True)
+
+    return [
+        nn.Conv2d(3, 64, 3, stride=2),
+        nn.ReLU(),
+        pool(),
+        _Fire(64, 16, 64, 64),
+        _Fire(128, 16, 64, 64),
+        pool(),
+        _Fire(128, 32, 128, 128),
+        _Fire(256, 32, 128, 128),
+        pool(),
+        _Fire(256, 48, 192, 192),
+        _Fire(384, 48, 192, 192),
+        _Fire(384, 64, 256, 256),
+        _Fire(512, 64, 256, 256),
+    ]
+
+
+# net -> (torchvision features, index ranges per tap, output channels per tap)
+_NETS = {
+    "alex": (_alex_features, _ALEX_SLICES, _ALEX_CHANNELS),
+    "vgg": (_vgg_features, _VGG_SLICES, _VGG_CHANNELS),
+    "squeeze": (_squeeze_features, _SQUEEZE_SLICES, _SQUEEZE_CHANNELS),
+}
+
+
 class _Backbone(nn.Module):
-    """Backbone split into five taps, module names as in the ``lpips`` package (slice1..5)."""
+    """Backbone split into taps, module names as in the ``lpips`` package (slice1..)."""
 
     def __init__(self, net: str) -> None:
         super().__init__()
-        layers, slices = (
-            (_alex_features(), _ALEX_SLICES) if net == "alex" else (_vgg_features(), _VGG_SLICES)
-        )
+        features, slices, _ = _NETS[net]
+        layers = features()
+        self.n_taps = len(slices)
         for k, (lo, hi) in enumerate(slices, start=1):
             seq = nn.Sequential(OrderedDict((str(i), layers[i]) for i in range(lo, hi)))
             self.add_module(f"slice{k}", seq)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for k in range(1, 6):
+        for k in range(1, self.n_taps + 1):
             x = getattr(self, f"slice{k}")(x)
             outs.append(x)
         return outs
@@ -114,8 +162,7 @@ class LPIPS(nn.Module):
         self.net_name = net
         self.min_size = min_size
         self.net = _Backbone(net)
-        channels = _ALEX_CHANNELS if net == "alex" else _VGG_CHANNELS
-        for k, c in enumerate(channels):
+        for k, c in enumerate(_NETS[net][2]):
             self.add_module(f"lin{k}", _Lin(c))
         # ImageNet scaling of the lpips package (inputs first mapped to [-1, 1]).
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
@@ -147,7 +194,7 @@ class LPIPS(nn.Module):
 
 
 _LIN_KEY = re.compile(r"^lin(\d)\.model\.(\d)\.weight$")
-_TV_KEY = re.compile(r"^features\.(\d+)\.(weight|bias)$")
+_TV_KEY = re.compile(r"^features\.(\d+)\.(.+)$")  # (fire modules: features.3.squeeze.weight)
 
 
 def _read_state(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
@@ -169,7 +216,7 @@ def _read_state(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
 
 def _remap(state: dict[str, torch.Tensor], net: str) -> dict[str, torch.Tensor]:
     """Map lpips-package and torchvision key layouts onto this module's names."""
-    slices = _ALEX_SLICES if net == "alex" else _VGG_SLICES
+    slices = _NETS[net][1]
     out: dict[str, torch.Tensor] = {}
     for key, val in state.items():
         if key.startswith("net.slice") or key in ("shift", "scale"):

@@ -14,8 +14,8 @@ RAW = Path("data/raw")  # fetch: an NIH-format mirror (only fetch writes it)
 CACHE = Path("data/.cache")  # fetch: verified downloads and extracted members, kept across runs
 SPLIT = Path("data/split")  # split: {train,val,test}.csv, boxes.csv, summary.json, issues.csv
 PREPARED = Path("data/prepared")  # prepare: {train,val,test}.{npy,csv}, boxes.csv, issues.csv
-MODELS = Path("models")  # train: <arch>.pt
-RESUME = MODELS / ".resume"  # train: the per-epoch checkpoint of an unfinished run
+MODELS = Path("models")  # train: <arch>/seed<k>.pt
+RESUME = MODELS / ".resume"  # train: <arch>/seed<k>.pt, the per-epoch state of an unfinished run
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 PLOT_POINTS = REPORTS / "plots"  # report: {roc,pr}/<arch>.csv, curve points for `dvc plots`
@@ -48,28 +48,34 @@ PREPARED_ISSUES = PREPARED / "issues.csv"  # prepare: the images it repaired or 
 DATA_ISSUES = REPORTS / "data_issues.csv"  # report: both issues files, one table
 
 
-def model(arch: str) -> Path:
-    """``models/<arch>.pt``: the self-describing checkpoint."""
-    return MODELS / f"{arch}.pt"
+def _per_seed(folder: Path, arch: str, seed: int, suffix: str) -> Path:
+    """``<folder>/<arch>/seed<seed><suffix>``: one file per (architecture, training seed)."""
+    return folder / arch / f"seed{int(seed)}{suffix}"
 
 
-def resume_checkpoint(arch: str) -> Path:
-    return RESUME / f"{arch}.pt"
+def model(arch: str, seed: int) -> Path:
+    """``models/<arch>/seed<k>.pt``: the self-describing checkpoint of training seed ``k``."""
+    return _per_seed(MODELS, arch, seed, ".pt")
 
 
-def train_curve(arch: str) -> Path:
-    """``reports/train/<arch>.csv``: per-epoch curve; epoch 0 is the untrained model."""
-    return REPORTS / "train" / f"{arch}.csv"
+def resume_checkpoint(arch: str, seed: int) -> Path:
+    """``models/.resume/<arch>/seed<k>.pt``: the state of an unfinished ``train@<arch>-<k>``."""
+    return _per_seed(RESUME, arch, seed, ".pt")
 
 
-def scores(arch: str) -> Path:
-    """``reports/scores/<arch>.csv``: one row per val/test image."""
-    return REPORTS / "scores" / f"{arch}.csv"
+def train_curve(arch: str, seed: int) -> Path:
+    """``reports/train/<arch>/seed<k>.csv``: per-epoch curve; epoch 0 is the untrained model."""
+    return _per_seed(REPORTS / "train", arch, seed, ".csv")
 
 
-def maps(arch: str) -> Path:
-    """``reports/maps/<arch>.npz``: test reconstructions and anomaly maps (float16)."""
-    return REPORTS / "maps" / f"{arch}.npz"
+def scores(arch: str, seed: int) -> Path:
+    """``reports/scores/<arch>/seed<k>.csv``: one row per val/test image."""
+    return _per_seed(REPORTS / "scores", arch, seed, ".csv")
+
+
+def maps(arch: str, seed: int) -> Path:
+    """``reports/maps/<arch>/seed<k>.npz``: test reconstructions and anomaly maps (float16)."""
+    return _per_seed(REPORTS / "maps", arch, seed, ".npz")
 
 
 def samples_figure(source: str) -> Path:

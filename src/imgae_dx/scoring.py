@@ -11,10 +11,17 @@ Methods (``MAP_METHODS``):
 - ``ssim``  1 - SSIM map (Wang et al. 2004; Gaussian window σ = 1.5, K1 0.01, K2 0.03)
 - ``clahe`` |CLAHE(x̂) - CLAHE(x)| (contrast-limited adaptive histogram equalisation first)
 - ``ra``    the Reversed Autoencoder's map (Bercea et al., MIDL 2023,
-  https://openreview.net/forum?id=8pvsmeBnsQ): |CLAHE(x̂) - CLAHE(x)| × saliency, the saliency
-  Gaussian-smoothed with σ = 2. The paper's saliency is LPIPS(x, x̂) × LPIPS(CLAHE x, CLAHE x̂);
-  LPIPS needs ImageNet weights, so two download-free saliencies exist as well
-  (``RA_SALIENCY_METHODS``) and the one used is always explicit (``resolve_saliency``).
+  https://openreview.net/forum?id=8pvsmeBnsQ): |CLAHE(x̂) - CLAHE(x)| × saliency. The paper's
+  saliency is LPIPS(x, x̂) × LPIPS(CLAHE x, CLAHE x̂); LPIPS needs ImageNet weights, so two
+  download-free saliencies exist as well (``RA_SALIENCY_METHODS``) and the one used is always
+  explicit (``resolve_saliency``). Two variants (``RA_MAPS``):
+
+  - ``published`` (default), as the authors' evaluation code (github.com/ci-ber/RA,
+    ``projects/23_ra_midl/DownstreamEvaluator.py``) computes it: each saliency map smoothed
+    with a Gaussian of σ = 2 *before* the product, and CLAHE = scikit-image's
+    ``equalize_adapthist`` with its defaults (``clahe_published``);
+  - ``project``, this project's earlier map: the product smoothed once, and its own
+    OpenCV-style ``clahe`` (``score.clahe_tiles`` / ``score.clahe_clip``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Literal, get_args
 
 import numpy as np
 from scipy import ndimage
+from skimage import exposure
 
 #: The anomaly maps (``score.map`` takes these, or ``auto``).
 MapMethod = Literal["sq", "abs", "ssim", "clahe", "ra"]
@@ -33,6 +41,10 @@ MAP_METHODS: tuple[str, ...] = get_args(MapMethod)
 #: model's own multi-scale encoder features (no download; needs the model's embeddings).
 Saliency = Literal["ssim", "features", "lpips"]
 RA_SALIENCY_METHODS: tuple[str, ...] = get_args(Saliency)
+#: How the "ra" map is assembled (module docstring); ``score.ra_map`` takes these.
+RaMap = Literal["published", "project"]
+RA_MAPS: tuple[str, ...] = get_args(RaMap)
+DEFAULT_RA_MAP: str = "published"
 
 RA_SALIENCY_SIGMA = 2.0  # Bercea et al. 2023: saliency smoothed with a Gaussian of σ = 2
 
@@ -83,8 +95,9 @@ def ssim_map(
     ``structural_similarity(gaussian_weights=True, use_sample_covariance=False)``; borders use
     symmetric reflection. Computed per image, never across the batch.
 
-    Written here rather than taken from scikit-image (not a dependency) because that returns
-    one image's map per call; this is five scipy filters over the whole batch at once.
+    Written here rather than taken from scikit-image because that returns one image's map per
+    call; this is five scipy filters over the whole batch at once (``tests/test_scoring.py``
+    checks it against scikit-image's).
     """
     a, b = _pair(x, y)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
@@ -119,9 +132,9 @@ def clahe(
     mapping. Each pixel's output interpolates bilinearly between the mappings of the four
     nearest tile centres. Returns (B, H, W) float32 in [0, 1].
 
-    Written here because neither OpenCV nor scikit-image is a dependency, and because the RA
-    map needs it on whole batches: the histograms of every tile of every image are one
-    ``bincount``.
+    The CLAHE of the ``clahe`` map and of ``ra_map="project"`` (the published RA map uses
+    scikit-image's, :func:`clahe_published`); vectorised over the batch: the histograms of
+    every tile of every image are one ``bincount``.
     """
     a = _as_batch(x)
     bsz, h, w = a.shape
@@ -175,6 +188,23 @@ def _neighbour_tiles(n_px: int, size: int, n_tiles: int) -> tuple[np.ndarray, ..
     return np.clip(lo, 0, n_tiles - 1), np.clip(lo + 1, 0, n_tiles - 1), wgt
 
 
+def clahe_published(x: np.ndarray) -> np.ndarray:
+    """CLAHE of the RA's published map: scikit-image's ``equalize_adapthist`` with its
+    defaults (kernel = image side / 8, clip limit 0.01, 256 bins), one image at a time.
+
+    ``x: (B, H, W)`` in [0, 1] -> (B, H, W) float32 in [0, 1]. ``equalize_adapthist`` first
+    stretches each image's own min..max to its full 14-bit range and stretches its output to
+    [0, 1] again: this per-image min–max stretch of input and reconstruction is part of the
+    published map. (A constant image maps to 1.) Per image because scikit-image treats a 3-D
+    array as one volume.
+    """
+    a = np.clip(_as_batch(x), 0.0, 1.0)
+    out = np.empty_like(a)
+    for i, img in enumerate(a):
+        out[i] = exposure.equalize_adapthist(img)
+    return out
+
+
 def feature_saliency(
     feats_x: Sequence[np.ndarray], feats_x_hat: Sequence[np.ndarray], size: tuple[int, int]
 ) -> np.ndarray:
@@ -222,6 +252,24 @@ def resolve_saliency(
     return saliency
 
 
+def _check_ra_map(ra_map: str) -> None:
+    if ra_map not in RA_MAPS:
+        raise ValueError(f"ra_map must be one of {RA_MAPS}, got {ra_map!r}")
+
+
+def ra_clahe(x: np.ndarray, ra_map: str = DEFAULT_RA_MAP, **clahe_kwargs) -> np.ndarray:
+    """The CLAHE of the ``ra`` map's variant ``ra_map``: (B, H, W) -> (B, H, W) in [0, 1]."""
+    _check_ra_map(ra_map)
+    return clahe_published(x) if ra_map == "published" else clahe(x, **clahe_kwargs)
+
+
+def _pair_saliency(a: np.ndarray, b: np.ndarray, saliency: str, lpips_fn: LpipsFn | None):
+    """The unsmoothed saliency of one pair (B, H, W): LPIPS map or clipped 1 - SSIM."""
+    if saliency == "lpips":
+        return _as_batch(lpips_fn(a, b), "lpips")
+    return np.clip(1.0 - ssim_map(a, b), 0, None)  # the structural analogue, no weights
+
+
 def ra_saliency(
     x: np.ndarray,
     x_hat: np.ndarray,
@@ -232,20 +280,31 @@ def ra_saliency(
     clahe_x: np.ndarray | None = None,
     clahe_x_hat: np.ndarray | None = None,
     clahe_kwargs: dict | None = None,
+    ra_map: str = DEFAULT_RA_MAP,
 ) -> np.ndarray:
-    """The RA perceptual saliency (B, H, W), smoothed with σ = 2 (Bercea et al. 2023)."""
+    """The RA perceptual saliency (B, H, W), Gaussian-smoothed with σ = 2 (Bercea et al.).
+
+    ``lpips``/``ssim``: S(x, x̂) × S(CLAHE x, CLAHE x̂). ``published`` smooths each factor
+    before the product (as the authors' code does), ``project`` smooths the product.
+    ``features``: one map of the model's embeddings, smoothed. ``clahe_x``/``clahe_x_hat``:
+    the CLAHE images when already computed (else from ``ra_map`` and ``clahe_kwargs``).
+    """
     a, b = _pair(x, x_hat)
     saliency = resolve_saliency(saliency, features=features, lpips_fn=lpips_fn)
     if saliency == "features":
-        sal = feature_saliency(features[0], features[1], a.shape[1:])
-    else:
-        ca = clahe(a, **(clahe_kwargs or {})) if clahe_x is None else _as_batch(clahe_x)
-        cb = clahe(b, **(clahe_kwargs or {})) if clahe_x_hat is None else _as_batch(clahe_x_hat)
-        if saliency == "lpips":
-            sal = _as_batch(lpips_fn(a, b), "lpips") * _as_batch(lpips_fn(ca, cb), "lpips")
-        else:  # "ssim": the structural analogue of the LPIPS product, no weights needed
-            sal = np.clip(1.0 - ssim_map(a, b), 0, None) * np.clip(1.0 - ssim_map(ca, cb), 0, None)
-    return gaussian_smooth(sal, RA_SALIENCY_SIGMA)
+        return gaussian_smooth(
+            feature_saliency(features[0], features[1], a.shape[1:]), RA_SALIENCY_SIGMA
+        )
+    ck = clahe_kwargs or {}
+    ca = ra_clahe(a, ra_map, **ck) if clahe_x is None else _as_batch(clahe_x)
+    cb = ra_clahe(b, ra_map, **ck) if clahe_x_hat is None else _as_batch(clahe_x_hat)
+    s_raw = _pair_saliency(a, b, saliency, lpips_fn)
+    s_clahe = _pair_saliency(ca, cb, saliency, lpips_fn)
+    if ra_map == "published":
+        return gaussian_smooth(s_raw, RA_SALIENCY_SIGMA) * gaussian_smooth(
+            s_clahe, RA_SALIENCY_SIGMA
+        )
+    return gaussian_smooth(s_raw * s_clahe, RA_SALIENCY_SIGMA)
 
 
 def anomaly_map(
@@ -259,14 +318,16 @@ def anomaly_map(
     saliency: str | None = None,
     clahe_tiles: int | tuple[int, int] = 8,
     clahe_clip: float = 2.0,
+    ra_map: str = DEFAULT_RA_MAP,
 ) -> np.ndarray:
     """Per-pixel anomaly map of ``x, x_hat: (B, H, W) in [0, 1]`` -> (B, H, W) float32.
 
     ``method`` is one of ``MAP_METHODS``. For ``"ra"``, ``saliency`` picks the saliency
     (``RA_SALIENCY_METHODS``); None means ``resolve_saliency``'s default (lpips if ``lpips_fn``
     is given, else features if ``features`` are, else ssim) — record
-    ``resolve_saliency(...)`` next to the scores. ``smooth_sigma > 0`` Gaussian-smooths the
-    final map (per image).
+    ``resolve_saliency(...)`` next to the scores — and ``ra_map`` the variant (``RA_MAPS``;
+    ``clahe_tiles``/``clahe_clip`` apply to the ``project`` variant and the ``clahe`` map).
+    ``smooth_sigma > 0`` Gaussian-smooths the final map (per image).
     """
     a, b = _pair(x, x_hat)
     ck = {"tiles": clahe_tiles, "clip_limit": clahe_clip}
@@ -277,7 +338,8 @@ def anomaly_map(
     elif method == "ssim":
         m = 1.0 - ssim_map(a, b)
     elif method in ("clahe", "ra"):
-        ca, cb = clahe(a, **ck), clahe(b, **ck)
+        variant = ra_map if method == "ra" else "project"
+        ca, cb = ra_clahe(a, variant, **ck), ra_clahe(b, variant, **ck)
         m = np.abs(cb - ca)
         if method == "ra":
             m = m * ra_saliency(
@@ -288,6 +350,7 @@ def anomaly_map(
                 lpips_fn=lpips_fn,
                 clahe_x=ca,
                 clahe_x_hat=cb,
+                ra_map=ra_map,
             )
     else:
         raise ValueError(f"unknown anomaly map method {method!r}; expected one of {MAP_METHODS}")

@@ -14,6 +14,10 @@
   summed per cluster and their variance taken over clusters, with a normal-abnormal covariance
   term for clusters holding both. With one image per cluster it is exactly DeLong's estimator;
   plain DeLong treats images as independent and is optimistic for clustered images.
+- Both DeLong estimators take a variance over the independent units of each class (images, or
+  clusters holding an image of that class); with fewer than two in either class it does not
+  exist, and the functions raise :class:`DegenerateDeLongError` rather than return a variance
+  term of 0 (a silently too-narrow interval) or NaN.
 - Holm (1979) step-down adjustment for a family of p-values.
 
 Argument order is ``(labels, scores...)`` as in :mod:`imgae_dx.metrics`.
@@ -27,6 +31,20 @@ import numpy as np
 from scipy import stats as sps
 
 from imgae_dx.metrics import _check, auroc
+
+
+class DegenerateDeLongError(ValueError):
+    """DeLong's variance is undefined: a class has fewer than two independent units."""
+
+
+def _require_two_units(n_abnormal: int, n_normal: int, unit: str) -> None:
+    """Refuse a DeLong variance from fewer than two independent units per class."""
+    if n_abnormal < 2 or n_normal < 2:
+        raise DegenerateDeLongError(
+            f"DeLong's variance needs at least 2 {unit}s holding an abnormal image and 2 "
+            f"holding a normal one, got {n_abnormal} and {n_normal}: a class seen in one "
+            f"{unit} has no variance to estimate; use more data or the bootstrap"
+        )
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:
@@ -65,13 +83,14 @@ def delong_covariance(
 
     Without ``clusters``: DeLong's S10/m + S01/n. With ``clusters`` (one ID per image, e.g.
     the patient): Obuchowski's clustered estimator S10/M + S01/N + (S11 + S11ᵀ)/(M N).
+    Raises :class:`DegenerateDeLongError` when either class has fewer than two images
+    (without ``clusters``) or lies in fewer than two clusters (with them).
     """
     auc, v10, v01 = delong_placements(labels, scores)
-    k = len(auc)
     m, n = v10.shape[1], v01.shape[1]
     if clusters is None:
-        s10 = np.atleast_2d(np.cov(v10, ddof=1)) if m > 1 else np.zeros((k, k))
-        s01 = np.atleast_2d(np.cov(v01, ddof=1)) if n > 1 else np.zeros((k, k))
+        _require_two_units(m, n, "image")
+        s10, s01 = np.atleast_2d(np.cov(v10, ddof=1)), np.atleast_2d(np.cov(v01, ddof=1))
         return auc, s10 / m + s01 / n
     y = np.asarray(labels).ravel()
     g = np.asarray(clusters).ravel()
@@ -86,8 +105,9 @@ def delong_covariance(
     d10 = np.stack([np.bincount(cpos, w, minlength=n_clusters) for w in v10]) - np.outer(auc, m_i)
     d01 = np.stack([np.bincount(cneg, w, minlength=n_clusters) for w in v01]) - np.outer(auc, n_i)
     i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
-    s10 = (d10 @ d10.T) * i10 / ((i10 - 1) * m) if i10 > 1 else np.zeros((k, k))
-    s01 = (d01 @ d01.T) * i01 / ((i01 - 1) * n) if i01 > 1 else np.zeros((k, k))
+    _require_two_units(i10, i01, "cluster")  # hence n_clusters >= 2 below
+    s10 = (d10 @ d10.T) * i10 / ((i10 - 1) * m)
+    s01 = (d01 @ d01.T) * i01 / ((i01 - 1) * n)
     s11 = (d10 @ d01.T) * n_clusters / (n_clusters - 1)
     return auc, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
 
@@ -96,7 +116,8 @@ def delong_auc_variance(
     labels: np.ndarray, scores: np.ndarray, clusters: np.ndarray | None = None
 ) -> tuple[float, float]:
     """(AUROC, its DeLong variance) for one score vector (= pROC's ``var(roc)``); clustered
-    (Obuchowski) when ``clusters`` is given."""
+    (Obuchowski) when ``clusters`` is given. Raises :class:`DegenerateDeLongError` as
+    :func:`delong_covariance`."""
     auc, cov = delong_covariance(labels, scores, clusters)
     return float(auc[0]), float(cov[0, 0])
 
@@ -107,7 +128,8 @@ def delong_ci(
     ci: float = 0.95,
     clusters: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Normal-approximation CI of one AUROC from its DeLong variance, clipped to [0, 1]."""
+    """Normal-approximation CI of one AUROC from its DeLong variance, clipped to [0, 1].
+    Raises :class:`DegenerateDeLongError` as :func:`delong_covariance`."""
     auc, var = delong_auc_variance(labels, scores, clusters)
     half = sps.norm.ppf(0.5 + ci / 2.0) * np.sqrt(var)
     return float(max(0.0, auc - half)), float(min(1.0, auc + half))
@@ -125,7 +147,8 @@ def delong_test(
 
     Returns ``auc1, auc2, delta (= auc1 - auc2), se, z, p`` (two-sided) and ``delta_ci``
     (normal approximation). Identical curves give z = 0, p = 1 (as pROC). With ``clusters``
-    the variance of the difference is Obuchowski's clustered one.
+    the variance of the difference is Obuchowski's clustered one. Raises
+    :class:`DegenerateDeLongError` as :func:`delong_covariance`.
     """
     auc, cov = delong_covariance(labels, np.vstack([np.ravel(s1), np.ravel(s2)]), clusters)
     delta = float(auc[0] - auc[1])

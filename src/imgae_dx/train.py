@@ -17,6 +17,12 @@ Reproducibility:
 
 On CUDA the step runs under bf16 autocast (no GradScaler: bf16 has float32's exponent range);
 on CUDA and CPU with channels-last tensors (:mod:`imgae_dx.device`).
+
+Under ``torchrun`` (a process group joined by :func:`imgae_dx.distributed.process_group`) each
+global batch is split over the processes and gradients, BatchNorm statistics, training noise
+and validation losses are combined over them (:class:`imgae_dx.distributed.World`): the
+weights equal a single process's up to float rounding, and only rank 0 writes the resume
+state, logs and calls ``on_epoch``.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from imgae_dx.device import (
     to_channels_last,
     torch_runtime,
 )
-from imgae_dx.models.base import AnomalyModel
+from imgae_dx.distributed import World
+from imgae_dx.models.base import AnomalyModel, batch_shard
 
 __all__ = [
     "SCHEDULERS",
@@ -186,16 +193,21 @@ def _evaluate(
     batch_size: int,
     device: torch.device,
     autocast: Callable,
+    world: World | None = None,
 ) -> float:
+    """Mean validation loss; with several processes each takes every size-th batch and the
+    sums are combined, so every rank gets the same value (early stopping agrees)."""
+    world = world or World(device=device)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
+        for start in range(0, len(images), batch_size)[world.rank :: world.size]:
             x = images_to_tensor(images[start : start + batch_size], device)
             with autocast():
                 loss = model.validation_loss(x)
             total += float(loss) * x.shape[0]
             count += x.shape[0]
+    total, count = world.sum([total, count])
     return total / max(count, 1)
 
 
@@ -314,6 +326,7 @@ class _Run:
     name: str
     autocast: Callable
     progress: Progress
+    world: World
 
     @property
     def global_step(self) -> int:
@@ -353,19 +366,21 @@ def _train_epoch(
     cfg, dev, epoch = run.config, run.device, run.progress.epoch
     run.model.train()
     batches = _epoch_batches(len(images), cfg.batch_size, run.n_batches, seed, epoch)
+    batches = run.world.shard(batches)  # this rank's slice of every global batch
     sums: dict[str, float] = {}
     seen, lr = 0, math.nan
     bar = tqdm(
         total=run.n_batches, desc=f"{run.name} {epoch + 1}/{cfg.epochs}", unit="batch",
-        disable=None, leave=False, dynamic_ncols=True,
+        disable=None if run.world.is_main else True, leave=False, dynamic_ncols=True,
     )  # fmt: skip
     t0 = time.perf_counter()
     for batch in _iterate(images, batches, num_workers, dev.type == "cuda"):
         x = images_to_tensor(batch, dev)
         lr = run.optimizers[0].param_groups[0]["lr"]
-        logs = run.model.training_step(
-            x, run.optimizers, grad_clip=cfg.grad_clip, autocast=run.autocast
-        )
+        with batch_shard(run.world.rank, run.world.size):
+            logs = run.model.training_step(
+                x, run.optimizers, grad_clip=cfg.grad_clip, autocast=run.autocast
+            )
         if not math.isfinite(logs["loss"]):
             raise FloatingPointError(
                 f"{run.name}: non-finite training loss at epoch {epoch + 1}, "
@@ -381,7 +396,8 @@ def _train_epoch(
             loss=f"{sums['loss'] / seen:.4g}", img_s=f"{seen / (time.perf_counter() - t0):.0f}"
         )
     bar.close()
-    return {k: v / seen for k, v in sums.items()}, seen, lr
+    *totals, seen = run.world.sum([*sums.values(), seen])  # over the global batches
+    return {k: v / seen for k, v in zip(sums, totals, strict=True)}, int(seen), lr
 
 
 def _epoch(run: _Run, train: np.ndarray, val: np.ndarray, seed: int, num_workers: int) -> dict:
@@ -389,7 +405,9 @@ def _epoch(run: _Run, train: np.ndarray, val: np.ndarray, seed: int, num_workers
     t_epoch = time.perf_counter()
     means, seen, lr = _train_epoch(run, train, seed=seed, num_workers=num_workers)
     train_seconds = time.perf_counter() - t_epoch
-    val_loss = _evaluate(run.model, val, _val_batch_size(run.config), run.device, run.autocast)
+    val_loss = _evaluate(
+        run.model, val, _val_batch_size(run.config), run.device, run.autocast, run.world
+    )
     epoch = run.progress.epoch + 1
     if not math.isfinite(val_loss):
         raise FloatingPointError(f"{run.name}: non-finite validation loss at epoch {epoch}")
@@ -410,6 +428,8 @@ def _val_batch_size(config: TrainParams) -> int:
 
 
 def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
+    if not run.world.is_main:
+        return
     log.info(
         "%s epoch %d/%d: train %.5g, val %.5g%s (%.1fs, %.0f img/s)",
         run.name, row["epoch"], run.config.epochs, row["train_loss"], row["val_loss"],
@@ -420,11 +440,14 @@ def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
 
 # ---- the loop ----------------------------------------------------------------------------------
 def _start(
-    model: AnomalyModel, config: TrainParams, dev: torch.device, n_train: int, desc: str | None
+    model: AnomalyModel, config: TrainParams, world: World, n_train: int, desc: str | None
 ) -> _Run:
-    """Model on its device, optimizers and schedules, a fresh run state."""
+    """Model on its device (rank 0's weights on every rank), optimizers and schedules, a fresh
+    run state."""
+    dev = world.device
     model.to(dev)
     to_channels_last(model, dev)
+    world.broadcast_module(model)
     optimizers = model.configure_optimizers(config.lr, config.weight_decay)
     n_batches = _train_batches(n_train, config.batch_size, config.max_train_batches_per_epoch)
     return _Run(
@@ -437,6 +460,7 @@ def _start(
         name=desc or getattr(model, "registry_name", "") or type(model).__name__,
         autocast=autocast_factory(dev, config.amp),
         progress=Progress(history=[], best_state=_cpu_state_dict(model)),
+        world=world,
     )
 
 
@@ -444,19 +468,23 @@ def _resume_or_evaluate(
     run: _Run, path: str | os.PathLike | None, fingerprint: dict, val: np.ndarray
 ) -> int:
     """Continue from the resume state at ``path`` if it matches; else evaluate the untrained
-    model. Returns the epochs already done."""
+    model. Returns the epochs already done. Rank 0 reads the state and hands it to the
+    others."""
     state = None
-    if run.config.resume and path is not None:
+    if run.config.resume and path is not None and run.world.is_main:
         state = checkpoint.load_resume(path, fingerprint, run.name)
+    state = run.world.broadcast(state)
     if state is not None:
         run.restore(state)
-        log.info("%s: resumed from %s after epoch %d", run.name, path, run.progress.epoch)
+        run.world.broadcast_rng()
+        if run.world.is_main:
+            log.info("%s: resumed from %s after epoch %d", run.name, path, run.progress.epoch)
         return run.progress.epoch
     # The untrained model's validation loss; evaluating draws no random numbers that training
     # would see (forked RNG), so the trained weights do not depend on it.
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
         run.progress.initial_val = _evaluate(
-            run.model, val, _val_batch_size(run.config), run.device, run.autocast
+            run.model, val, _val_batch_size(run.config), run.device, run.autocast, run.world
         )
     return 0
 
@@ -487,29 +515,31 @@ def train_model(
         checkpoint_path: where to write the per-epoch resume state (``None``: don't); with
             ``config.resume`` a matching state there is continued.
         on_epoch: called after each epoch (and after its checkpoint is written) with the
-            epoch's history row, e.g. to log to MLflow.
+            epoch's history row, e.g. to log to MLflow (on rank 0 only).
         num_workers: DataLoader workers for batch assembly (0: in the main process).
         deterministic: deterministic algorithms during the call.
         desc: progress-bar and log label (default: the model's registry name).
     """
     config = config if config is not None else TrainParams()
     train_images, val_images = _check_inputs(train_images, val_images)
-    dev = resolve_device(config.device)
+    world = World.current(resolve_device(config.device))
+    dev = world.device
     with torch_runtime(dev, num_threads=config.num_threads, deterministic=deterministic):
         _seed_everything(seed)
-        run = _start(model, config, dev, len(train_images), desc)
+        run = _start(model, config, world, len(train_images), desc)
         fingerprint = checkpoint.fingerprint(
             model, config, dev, seed=seed, train_images=train_images, val_images=val_images
         )
         resumed_from = _resume_or_evaluate(run, checkpoint_path, fingerprint, val_images)
-        while not run.done:
-            row = _epoch(run, train_images, val_images, seed, num_workers)
-            run.progress.record(row, model, config.min_delta)
-            _log_epoch(run, row)
-            if checkpoint_path is not None:
-                checkpoint.save_resume(checkpoint_path, run.resume_state(fingerprint))
-            if on_epoch is not None:
-                on_epoch(dict(row))
+        with world.synchronized(model):
+            while not run.done:
+                row = _epoch(run, train_images, val_images, seed, num_workers)
+                run.progress.record(row, model, config.min_delta)
+                _log_epoch(run, row)
+                if world.is_main and checkpoint_path is not None:
+                    checkpoint.save_resume(checkpoint_path, run.resume_state(fingerprint))
+                if world.is_main and on_epoch is not None:
+                    on_epoch(dict(row))
         return _result(run, resumed_from)
 
 

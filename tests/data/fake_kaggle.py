@@ -49,7 +49,9 @@ from imgae_dx.data import nih
 
 DEFAULT_TOKEN = "KGAT_fake_token_0123456789abcdef"
 DEFAULT_USER, DEFAULT_KEY = "fake-user", "fakekey0123456789abcdef"
+DEFAULT_REFRESH_TOKEN = "KGRT_fake_refresh_0123456789abcdef"
 API_PREFIX = "/api/v1/datasets.DatasetApiService/"
+OAUTH_EXCHANGE = "/api/v1/users.AccountService/GenerateAccessToken"
 
 
 # -- a tiny NIH-format dataset --------------------------------------------------------------------
@@ -216,26 +218,42 @@ class FakeKaggle:
         self.release = threading.Event()
         self.stalled = threading.Event()
         self._sig = secrets.token_hex(8)
+        self.expired_status = 403
+        # OAuth (``kaggle auth login``): a refresh token is exchanged for short-lived access
+        # tokens; ``oauth_expire_after`` API calls with one, every token issued so far expires.
+        self.refresh_token = DEFAULT_REFRESH_TOKEN
+        self.oauth_tokens: set[str] = set()
+        self.oauth_expire_after: int | None = None
+        self._oauth_calls = 0
+        #: Signed URLs expire after this many ranges of the archive were served (None: never),
+        #: as a multi-hour fetch outlives many of them.
+        self.expire_every: int | None = None
+        self._ranges_served = 0
         self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[tuple[_Server, threading.Thread]] = []
 
     # lifecycle ------------------------------------------------------------------------------
     def start(self) -> FakeKaggle:
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
-        self._httpd.fake = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        # Two listeners, as Kaggle's API and Cloud Storage are two hosts: a redirect from one
+        # to the other crosses origins, so the client must drop the credentials on the way.
+        for _ in range(2):
+            httpd = _Server(("127.0.0.1", 0), _Handler)
+            httpd.fake = self
+            thread = threading.Thread(
+                target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            thread.start()
+            self._servers.append((httpd, thread))
+        self._httpd = self._servers[0][0]
         return self
 
     def stop(self) -> None:
         self.release.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for httpd, thread in self._servers:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=5)
+        self._servers.clear()
 
     def __enter__(self) -> FakeKaggle:
         return self.start()
@@ -252,13 +270,18 @@ class FakeKaggle:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def storage_endpoint(self) -> str:
+        """The download host: another origin than :attr:`endpoint`."""
+        return f"http://127.0.0.1:{self._servers[1][0].server_address[1]}"
+
     def archive_url(self) -> str:
-        return f"{self.endpoint}/storage/{self.owner}/{self.slug}/archive.zip?X-Goog-Signature={self._sig}&X-Goog-Expires=600"
+        return f"{self.storage_endpoint}/storage/{self.owner}/{self.slug}/archive.zip?X-Goog-Signature={self._sig}&X-Goog-Expires=600"
 
     def file_url(self, path: str) -> str:
         suffix = ".zip" if path in self.zipped_files else ""
         return (
-            f"{self.endpoint}/storage/{self.owner}/{self.slug}/files/{quote(path)}{suffix}"
+            f"{self.storage_endpoint}/storage/{self.owner}/{self.slug}/files/{quote(path)}{suffix}"
             f"?X-Goog-Signature={self._sig}&X-Goog-Expires=600"
         )
 
@@ -271,9 +294,33 @@ class FakeKaggle:
         with self._lock:
             self.faults.clear()
 
-    def expire_urls(self) -> None:
-        """Signed URLs handed out so far stop working (403), like expired Cloud Storage links."""
+    def expire_urls(self, status: int | None = None) -> None:
+        """Signed URLs handed out so far stop working, like expired Cloud Storage links: they
+        answer ``status`` (default :attr:`expired_status`; 400 is Cloud Storage's
+        ``ExpiredToken``, 403 a bad signature)."""
+        if status is not None:
+            self.expired_status = status
         self._sig = secrets.token_hex(8)
+
+    def _refuse_signature(self, h: _Handler, kind: str) -> None:
+        if self.expired_status == 400:  # what Cloud Storage answers once X-Goog-Expires passed
+            body = (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ExpiredToken</Code>"
+                b"<Message>Invalid argument.</Message><Details>The provided token has expired."
+                b"</Details></Error>"
+            )
+            self._send(h, 400, body, {"Content-Type": "application/xml; charset=UTF-8"})
+            return self._log(h, kind, 400, len(body))
+        msg = {"code": self.expired_status, "message": "SignatureDoesNotMatch / expired"}
+        return self._json(h, self.expired_status, msg, kind=kind)
+
+    def _count_range(self, kind: str, status: int) -> None:
+        with self._lock:
+            if kind != "archive" or status != 206 or not self.expire_every:
+                return
+            self._ranges_served += 1
+            if self._ranges_served % self.expire_every == 0:
+                self._sig = secrets.token_hex(8)
 
     @contextmanager
     def _serving(self) -> Iterator[None]:
@@ -319,6 +366,13 @@ class FakeKaggle:
                 for r in self._entries
                 if (kind is None or r["kind"] == kind) and (status is None or r["status"] == status)
             ]
+
+    def ranged_bytes(self, kind: str = "archive") -> int:
+        """Body bytes of the Range requests answered (206). Following ``DownloadDataset``'s
+        redirect also GETs the whole file, which the client closes after the headers; the
+        server may have pushed some of that body into the socket before it noticed, so those
+        bytes are not a measure of what the client read."""
+        return sum(r["bytes"] for r in self.requests(kind, 206))
 
     def member_ranges(self) -> list[tuple[int, int]]:
         """``[start, end)`` of every archive range request that was answered 206."""
@@ -391,6 +445,13 @@ class FakeKaggle:
         auth = h.headers.get("Authorization", "")
         if auth == f"Bearer {self.token}":
             return True
+        if auth.startswith("Bearer ") and auth[7:] in self.oauth_tokens:
+            with self._lock:
+                self._oauth_calls += 1
+                if self.oauth_expire_after and self._oauth_calls >= self.oauth_expire_after:
+                    self.oauth_tokens.clear()  # this call still passes; the next ones do not
+                    self.oauth_expire_after = None
+            return True
         if auth.startswith("Basic "):
             try:
                 user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
@@ -403,6 +464,8 @@ class FakeKaggle:
         n = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(n) if n else b""
         path = urlsplit(h.path).path
+        if path == OAUTH_EXCHANGE:
+            return self._exchange(h, raw)
         if not path.startswith(API_PREFIX):
             return self._json(h, 404, {"code": 404, "message": "Not found"})
         method = path[len(API_PREFIX) :]
@@ -477,6 +540,21 @@ class FakeKaggle:
             return self._log(h, "api", 302, 0, api=method, file=name)
         return self._json(h, 404, {"code": 404, "message": f"no method {method}"}, api=method)
 
+    def _exchange(self, h: _Handler, raw: bytes) -> None:
+        """``GenerateAccessToken``: a fresh access token for the refresh token of a login."""
+        method = "GenerateAccessToken"
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        if body.get("refreshToken") != self.refresh_token:
+            return self._json(h, 401, {"code": 401, "message": "Unauthenticated"}, api=method)
+        token = f"KGAT_oauth_{secrets.token_hex(12)}"
+        with self._lock:
+            self.oauth_tokens.add(token)
+        reply = {"token": token, "expiresIn": 43200, "userName": self.username}
+        return self._json(h, 200, reply, api=method)
+
     def _echo(self, h: _Handler, fault: Fault, method: str, file_name: str | None) -> None:
         """Answer ``fault.status`` with the request's credentials in it (see the module docstring)."""
         auth = h.headers.get("Authorization", "")
@@ -531,9 +609,7 @@ class FakeKaggle:
         else:
             return self._json(h, 404, {"code": 404, "message": "Not found"}, kind="other")
         if parse_qs(parts.query).get("X-Goog-Signature") != [self._sig]:
-            return self._json(
-                h, 403, {"code": 403, "message": "SignatureDoesNotMatch / expired"}, kind=kind
-            )
+            return self._refuse_signature(h, kind)
         fault = self._take_fault(kind)
         if fault is not None and fault.action == "status":
             hdr = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
@@ -598,6 +674,7 @@ class FakeKaggle:
             pass
         finally:
             self._log(h, kind, status, sent, (start, end), fault=fault.action if fault else None)
+            self._count_range(kind, status)
         if sent < len(body):
             h.close_connection = True
             try:

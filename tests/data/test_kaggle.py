@@ -19,7 +19,14 @@ from pydantic import ValidationError
 from imgae_dx.config import KaggleParams
 from imgae_dx.data import nih, split
 from imgae_dx.data.sources import credentials, http, kaggle
-from tests.data.fake_kaggle import DEFAULT_KEY, DEFAULT_TOKEN, DEFAULT_USER, FakeKaggle, tiny_nih
+from tests.data.fake_kaggle import (
+    DEFAULT_KEY,
+    DEFAULT_REFRESH_TOKEN,
+    DEFAULT_TOKEN,
+    DEFAULT_USER,
+    FakeKaggle,
+    tiny_nih,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,8 +141,13 @@ def test_fetches_only_the_selected_shards_members(tmp_path, server, token, nih_f
     needed = set(names and [nih.image_relpath(n) for n in names]) | set(nih.METADATA_FILES)
     covered = [m for ms in member_of_range(server).values() for m in ms]
     assert covered and set(covered) <= needed
-    assert server.bytes["archive"] < 0.3 * len(server.archive)
-    assert out["bytes_transferred"] == server.bytes["archive"]
+    assert server.ranged_bytes("archive") < 0.3 * len(server.archive)
+    assert out["bytes_transferred"] == server.ranged_bytes("archive")
+    # The archive's signed URL came from the SDK's own download_dataset: one redirect followed,
+    # the archive opened and closed after its headers, then only ranges of it.
+    downloads = [r for r in server.requests("api") if r.get("api") == "DownloadDataset"]
+    assert len(downloads) == 1 and downloads[0]["status"] == 302
+    assert len(server.requests("archive", 200)) == 1
     # The real client library talked to the API; the download host never saw credentials.
     api = server.requests("api")
     assert {r["path"].rsplit("/", 1)[-1] for r in api} == {"ListDatasetFiles", "DownloadDataset"}
@@ -143,18 +155,50 @@ def test_fetches_only_the_selected_shards_members(tmp_path, server, token, nih_f
     assert not any(r["authorization"] for r in server.requests("archive"))
 
 
-def test_manifest_records_sources_and_checksums(tmp_path, server, token, nih_files):
+def provenance(tmp_path: Path) -> dict[str, dict]:
+    """The cache's record of where each transferred file came from, by path."""
+    log = tmp_path / "cache" / "nih-chest-xrays" / "data" / "latest" / "provenance.jsonl"
+    return {r["path"]: r for r in map(json.loads, log.read_text().splitlines())}
+
+
+def test_manifest_records_what_was_fetched(tmp_path, server, token, nih_files):
     raw, out = run(tmp_path, server, method="zip")
     man = json.loads((raw / "fetch_manifest.json").read_text())
     assert man["source"] == "kaggle" and man["dataset"] == "nih-chest-xrays/data"
-    assert man["archive"]["size"] == len(server.archive)
+    assert set(man) == {"source", "dataset", "version", "n_images", "files"}
     files = man["files"]
     assert len(files) == out["n_images"] + 4
     for row in files:
         data = nih_files[row["path"]]
         assert row["size"] == len(data) and row["crc32"] == f"{zlib.crc32(data):08x}"
-        assert "?" not in row["source"] and "Signature" not in row["source"]
-        assert row["member"] == row["path"] and row["transferred"] is True
+        assert set(row) == {"path", "size", "crc32"}
+    # How is the summary's and the cache's business: printed by the stage, logged in the cache.
+    assert out["archive"]["size"] == len(server.archive) and out["method"] == "zip"
+    for rel, rec in provenance(tmp_path).items():
+        assert (
+            rec["member"] == rel and "?" not in rec["source"] and "Signature" not in rec["source"]
+        )
+    runs = tmp_path / "cache" / "nih-chest-xrays" / "data" / "latest" / "fetches.jsonl"
+    assert json.loads(runs.read_text().splitlines()[-1])["n_transferred"] == len(files)
+
+
+def test_manifest_does_not_depend_on_how_the_files_came(tmp_path, home, token, nih_files):
+    """Archive ranges, single files, or the cache: the same images give the same data/raw
+    manifest, so a second machine that fetches them does not rerun what depends on them."""
+    names = sorted(n.rsplit("/", 1)[-1] for n in nih_files if n.startswith("images_003/"))[:3]
+    with FakeKaggle(nih_files) as srv:
+        raw_zip, out_zip = run(tmp_path / "a", srv, fixed(names), method="zip")
+        raw_files, out_files = run(tmp_path / "b", srv, fixed(names), method="files")
+        raw_cache, out_cache = run(tmp_path / "b", srv, fixed(names), name="again")
+    assert (out_zip["method"], out_files["method"], out_cache["n_transferred"]) == (
+        "zip",
+        "files",
+        0,
+    )
+    manifests = {
+        p.joinpath("fetch_manifest.json").read_bytes() for p in (raw_zip, raw_files, raw_cache)
+    }
+    assert len(manifests) == 1
 
 
 def test_rerun_transfers_no_image_bytes(tmp_path, server, token, nih_files):
@@ -166,8 +210,9 @@ def test_rerun_transfers_no_image_bytes(tmp_path, server, token, nih_files):
     assert out["n_transferred"] == 0 and server.member_ranges() == [
         (len(server.archive) - 16384, len(server.archive))
     ]
-    man = json.loads((raw2 / "fetch_manifest.json").read_text())
-    assert not any(r["transferred"] for r in man["files"])
+    assert (raw2 / "fetch_manifest.json").read_bytes() == (
+        tmp_path / "raw" / "fetch_manifest.json"
+    ).read_bytes()
     # A wider selection transfers only the new shard's members.
     server.reset_counters()
     wider = selector(shards=("images_002", "images_003"))
@@ -192,9 +237,7 @@ def test_single_file_404_falls_back_to_the_archive(tmp_path, home, token, nih_fi
     with FakeKaggle(nih_files, missing_files=(missing,)) as srv:
         raw, out = run(tmp_path, srv, fixed(names), method="files")
         assert_mirror(raw, nih_files, names)
-        rows = {
-            r["path"]: r for r in json.loads((raw / "fetch_manifest.json").read_text())["files"]
-        }
+        rows = provenance(tmp_path)
         assert rows[missing]["member"] == missing and "archive.zip" in rows[missing]["source"]
         assert rows[nih.image_relpath(names[0])]["member"] is None
         assert out["method"] == "files+zip"
@@ -361,8 +404,9 @@ def test_killed_fetch_resumes_without_refetching(tmp_path, token, nih_files):
     (tmp_path / "child.py").write_text(CHILD)
     cache, raw = tmp_path / "cache", tmp_path / "raw"
     with FakeKaggle(nih_files, chunk=64) as srv:
-        # tail + 2 metadata runs + 4 image runs pass; the 5th image run stalls mid-body.
-        srv.inject("archive", "stall", after_bytes=200, skip=7)
+        # The archive opened for its signed URL (closed unread), its tail, 2 metadata runs and 4
+        # image runs pass; the 5th image run stalls mid-body.
+        srv.inject("archive", "stall", after_bytes=200, skip=8)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         proc = subprocess.Popen(
             [
@@ -403,3 +447,63 @@ def test_killed_fetch_resumes_without_refetching(tmp_path, token, nih_files):
         assert not refetched & done and not refetched & set(nih.METADATA_FILES)
         assert out["n_transferred"] == len(names) - 4
         assert not list(files_dir.rglob("*.part"))
+
+
+# -- OAuth: the login `kaggle auth login` leaves in ~/.kaggle/credentials.json ---------------------
+def _oauth_file(home: Path, refresh_token: str = DEFAULT_REFRESH_TOKEN) -> Path:
+    (home / ".kaggle").mkdir(exist_ok=True)
+    path = home / ".kaggle" / "credentials.json"
+    path.write_text(json.dumps({"refresh_token": refresh_token, "username": DEFAULT_USER}))
+    path.chmod(0o600)
+    return path
+
+
+def test_oauth_login_is_used_and_its_tokens_never_printed(
+    tmp_path, server, home, nih_files, caplog, capfd
+):
+    path = _oauth_file(home)
+    caplog.set_level(logging.DEBUG)
+    names = sorted(n.rsplit("/", 1)[-1] for n in nih_files if n.startswith("images_003/"))[:2]
+    raw, out = run(tmp_path, server, fixed(names))
+    assert_mirror(raw, nih_files, names)
+    exchanges = [r for r in server.requests("api") if r.get("api") == "GenerateAccessToken"]
+    assert len(exchanges) == 1 and not exchanges[0]["authorization"]
+    saved = json.loads(path.read_text())  # kagglesdk keeps the access token, as the CLI does
+    assert saved["access_token"] in server.oauth_tokens
+    printed = caplog.text + "".join(capfd.readouterr()) + json.dumps(out)
+    for d in (raw, tmp_path / "cache"):  # the manifest, the cache's logs
+        printed += "".join(p.read_text(errors="replace") for p in d.rglob("*.json*"))
+    for secret in (DEFAULT_REFRESH_TOKEN, saved["access_token"]):
+        assert secret not in printed
+    # A second fetch reuses the saved access token: no new exchange.
+    server.reset_counters()
+    run(tmp_path, server, fixed(names), name="raw2")
+    assert not [r for r in server.requests("api") if r.get("api") == "GenerateAccessToken"]
+
+
+def test_oauth_token_expiring_mid_fetch_is_renewed(tmp_path, home, nih_files):
+    _oauth_file(home)
+    select = selector()
+    with FakeKaggle(nih_files) as srv:
+        srv.oauth_expire_after = 2  # the token expires after ListDatasetFiles + one more call
+        raw, _ = run(tmp_path, srv, select, method="files", workers=1)
+        assert_mirror(raw, nih_files, select.selection.images())
+        api = srv.requests("api")
+        assert [r["status"] for r in api if r.get("api") == "GenerateAccessToken"] == [200, 200]
+        assert len([r for r in api if r["status"] == 401]) == 1
+
+
+def test_a_revoked_oauth_login_says_to_log_in_again(tmp_path, server, home):
+    path = _oauth_file(home, refresh_token="KGRT_revoked_secret_42")
+    with pytest.raises(credentials.CredentialsError) as ei:
+        run(tmp_path, server)
+    msg = str(ei.value)
+    assert "kaggle auth login" in msg and str(path) in msg and "\n" not in msg
+    assert "KGRT_revoked_secret_42" not in msg
+    # The check stage finds the login without sending anything.
+    server.reset_counters()
+    found = credentials.find(server.endpoint, exchange=False)
+    assert found.kind == "OAuth login" and server.log == []
+    path.write_text('{"refresh_token": ')  # cut short
+    with pytest.raises(credentials.CredentialsError, match="not a valid OAuth credentials file"):
+        credentials.find(server.endpoint, exchange=False)

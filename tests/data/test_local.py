@@ -93,7 +93,8 @@ def test_kaggle_layout_is_hard_linked(tmp_path, nih_files):
     for row in man["files"]:
         data = nih_files[row["path"]]
         assert row["crc32"] == f"{zlib.crc32(data):08x}" and row["size"] == len(data)
-        assert row["source"] == row["path"]
+        assert set(row) == {"path", "size", "crc32"}  # what, not from which folder nor how
+    assert set(man) == {"source", "n_images", "files"} and out["root"] == str(root)
 
 
 def test_copy_mode_and_cross_device_fallback(tmp_path, nih_files, monkeypatch):
@@ -156,9 +157,11 @@ def test_official_archives_read_only_the_needed_ones(tmp_path, nih_files, monkey
         and out["n_extracted"] == len(names)
         and out["layout"] == "archives"
     )
-    man = json.loads((tmp_path / "raw" / "fetch_manifest.json").read_text())
-    srcs = {r["source"] for r in man["files"] if r["path"].endswith(".png")}
-    assert srcs == {f"images_02.tar.gz:images/{n}" for n in names}
+    # The same images from the folders of another copy: the same manifest, byte for byte.
+    man = (tmp_path / "raw" / "fetch_manifest.json").read_bytes()
+    folders = kaggle_layout(tmp_path / "nih2", nih_files)
+    local.fetch(tmp_path / "raw_f", LocalParams(root=str(folders), link="copy"), select=select)
+    assert (tmp_path / "raw_f" / "fetch_manifest.json").read_bytes() == man
     # Rerun with the cache: nothing is decompressed again.
     opened.clear()
     out = local.fetch(
@@ -166,6 +169,7 @@ def test_official_archives_read_only_the_needed_ones(tmp_path, nih_files, monkey
     )
     assert opened == [] and out["n_from_cache"] == len(names) and out["n_extracted"] == 0
     assert_mirror(tmp_path / "raw2", nih_files, names)
+    assert (tmp_path / "raw2" / "fetch_manifest.json").read_bytes() == man
 
 
 def test_archives_without_cache_and_mixed_with_folders(tmp_path, nih_files):

@@ -229,6 +229,63 @@ def test_remote_refreshes_an_expired_url(tmp_path):
         assert (tmp_path / "README.txt").read_bytes() == files["README.txt"]
 
 
+@pytest.mark.parametrize("status", [400, 410])
+def test_cloud_storage_expired_token_gets_a_fresh_url(tmp_path, status):
+    """Cloud Storage answers an expired signed URL with ``400 ExpiredToken``: ask for a new one."""
+    files = _files(4)
+    with FakeKaggle(files) as srv:
+        calls = []
+
+        def source(refresh: bool) -> str:
+            calls.append(refresh)
+            return srv.archive_url()
+
+        rz = RemoteZip(source, policy=http.RetryPolicy(max_retries=3, max_backoff=0.01), workers=1)
+        entries = rz.read_directory()
+        srv.expire_urls(status)
+        rz.fetch(entries, lambda e: tmp_path / e.name)
+        assert calls == [False, True]
+        assert srv.requests("archive", status)
+        for e in entries:
+            assert (tmp_path / e.name).read_bytes() == files[e.name]
+
+
+def test_refreshes_have_no_lifetime_cap(tmp_path):
+    """A long fetch outlives many signed URLs: every one that expires is replaced."""
+    files = _files(12)
+    with FakeKaggle(files) as srv:
+        rz = RemoteZip(
+            lambda refresh: srv.archive_url(),
+            policy=http.RetryPolicy(max_retries=3, max_backoff=0.01),
+            workers=1,
+        )
+        entries = sorted(rz.read_directory(), key=lambda e: e.header_offset)
+        srv.expire_urls(400)
+        srv.expire_every = 1  # each URL serves one range, then expires
+        wanted = entries[::2]  # not adjacent: one range request each
+        rz.fetch(wanted, lambda e: tmp_path / e.name)
+        assert rz.refreshes >= len(wanted) > RemoteZip.MAX_FRESH_REFUSALS
+        for e in wanted:
+            assert (tmp_path / e.name).read_bytes() == files[e.name]
+
+
+def test_a_fresh_url_refused_again_and_again_ends_the_fetch(tmp_path):
+    files = _files(4)
+    with FakeKaggle(files) as srv:
+        stale = srv.archive_url()
+        rz = RemoteZip(
+            lambda refresh: stale,  # an API that keeps handing out a dead URL
+            policy=http.RetryPolicy(max_retries=10, max_backoff=0.01),
+            workers=1,
+        )
+        entries = rz.read_directory()
+        srv.expire_urls(400)
+        with pytest.raises((http.HTTPStatusError, http.RetriesExhausted), match="400"):
+            rz.fetch(entries, lambda e: tmp_path / e.name)
+        assert rz.refreshes == RemoteZip.MAX_FRESH_REFUSALS
+        assert not any(tmp_path.iterdir())
+
+
 def test_directory_is_cached_and_reused(tmp_path):
     with FakeKaggle(_files(200, size=100)) as srv:
         rz = _remote(srv, tmp_path)

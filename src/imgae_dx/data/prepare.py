@@ -100,8 +100,15 @@ def _work(args: tuple[str, int]) -> tuple[np.ndarray | None, Outcome]:
     return d.image, Outcome(d.size, d.repairs, None)
 
 
-def image_path(raw_dir: str | os.PathLike, name: str) -> Path:
-    return Path(raw_dir) / nih.image_relpath(name)
+def image_path(raw_dir: str | os.PathLike, name: str, shard: object = None) -> Path:
+    """Where a manifest image lies in ``data/raw``: ``<shard>/images/<name>`` for NIH (the shard
+    from the name when not given), ``images/<name>`` for a manifest row without a shard
+    (MedIAnomaly's layout)."""
+    if shard is None:
+        return Path(raw_dir) / nih.image_relpath(name)
+    if isinstance(shard, str) and shard:
+        return Path(raw_dir) / shard / "images" / name
+    return Path(raw_dir) / "images" / name
 
 
 class PreparedSplit(NamedTuple):
@@ -124,7 +131,8 @@ def prepare_split(
     manifest order; the missing and undecodable ones are left out and listed in ``issues``
     (with the repairs), each under ``split``."""
     names = manifest["image"].tolist()
-    jobs = [(str(image_path(raw_dir, n)), image_size) for n in names]
+    shards = manifest["shard"].tolist() if "shard" in manifest else [None] * len(names)
+    jobs = [(str(image_path(raw_dir, n, s)), image_size) for n, s in zip(names, shards)]
     with atomic_path(out_path) as tmp:
         arr = np.lib.format.open_memmap(
             tmp, mode="w+", dtype=np.uint8, shape=(len(jobs), image_size, image_size)

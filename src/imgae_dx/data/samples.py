@@ -25,9 +25,11 @@ _OTHER_COLOR = "#ffd400"
 
 
 def find_image(raw_dir: str | os.PathLike, name: str) -> Path | None:
-    """Path of image ``name`` under ``raw_dir`` (Kaggle shard layout, or a flat ``images/``)."""
+    """Path of image ``name`` under ``raw_dir`` (Kaggle shard layout, or a flat ``images/`` as
+    the official archives and MedIAnomaly have it)."""
     raw_dir = Path(raw_dir)
-    candidates = [raw_dir / nih.image_relpath(name), raw_dir / "images" / name, raw_dir / name]
+    sharded = [raw_dir / nih.image_relpath(name)] if nih.IMAGE_RE.match(name) else []
+    candidates = [*sharded, raw_dir / "images" / name, raw_dir / name]
     for p in candidates:
         if p.is_file():
             return p
@@ -56,13 +58,13 @@ def choose_samples(
 ) -> list[tuple[str, str, str]]:
     """Panels to show: ``(image, kind, view)`` with kind ``"normal"`` or a finding label.
 
-    Normals: ``n_normal`` per view. Findings (in label order, those present in the manifest):
+    Normals: ``n_normal`` per view (or without one). Findings (NIH's in label order, then any
+    other, such as MedIAnomaly's "Abnormal"; those present in the manifest):
     ``per_finding`` images each, preferring images with a box for it and no other finding.
     """
     rng = np.random.default_rng(seed)
     df = test_manifest.copy()
-    if "view" not in df:
-        df["view"] = ""
+    df["view"] = df["view"].fillna("").astype(str) if "view" in df else ""
     df["_f"] = df["findings"].map(_findings)
     views = df.set_index("image")["view"].to_dict()
     panels: list[tuple[str, str, str]] = []
@@ -71,7 +73,8 @@ def choose_samples(
         names = sorted(normal.loc[normal["view"] == view, "image"])
         panels += [(n, "normal", view) for n in _pick(rng, names, n_normal)]
     boxed = set(zip(boxes["image"], boxes["finding"])) if len(boxes) else set()
-    for lab in nih.LABELS:
+    others = sorted({f for fs in df["_f"] for f in fs} - set(nih.LABELS))  # e.g. "Abnormal"
+    for lab in (*nih.LABELS, *others):
         has = df[df["_f"].map(lambda fs, lab=lab: lab in fs)]
         if has.empty:
             continue

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
-from imgae_dx.data import nih
+from imgae_dx.data import medianomaly, nih
 from imgae_dx.errors import UserError
 from imgae_dx.paths import SPLITS
 
@@ -155,20 +155,25 @@ def _val_patients(normals: pd.DataFrame, val_fraction: float, rng: np.random.Gen
 
 
 def check_split(splits: dict[str, pd.DataFrame]) -> None:
-    """Raise :class:`SplitError` if a patient appears in two splits or train/val hold an abnormal image."""
+    """Raise :class:`SplitError` if an image or a patient appears in two splits or train/val
+    hold an abnormal image."""
     seen: dict[int, str] = {}
+    where: dict[str, str] = {}
     for name in SPLITS:
         part = splits[name]
         dup = part["image"][part["image"].duplicated()]
         if len(dup):
             raise SplitError(f"split {name!r}: image {dup.iloc[0]} listed twice")
-        for pid in part["patient_id"].unique():
+        for pid in part["patient_id"].dropna().unique():  # no IDs (MedIAnomaly): images only
             other = seen.get(int(pid))
             if other is not None and other != name:
                 raise SplitError(
                     f"patient {int(pid)} appears in both {other!r} and {name!r}: patient leakage"
                 )
             seen[int(pid)] = name
+        for image in part["image"]:
+            if where.setdefault(image, name) != name:
+                raise SplitError(f"image {image} appears in both {where[image]!r} and {name!r}")
         if name in ("train", "val"):
             bad = part[part["findings"] != nih.NO_FINDING]
             if len(bad):
@@ -182,31 +187,34 @@ def check_split(splits: dict[str, pd.DataFrame]) -> None:
 
 
 def summarize(splits: dict[str, pd.DataFrame], source: str) -> dict:
-    """Counts per split, view and finding (for ``data/split/summary.json`` and the report)."""
+    """Counts per split, view and finding (for ``data/split/summary.json`` and the report);
+    without patient IDs or views (MedIAnomaly's listing) those counts are left out."""
     test = splits["test"]
     by_finding: dict[str, int] = {}
     for f in test["findings"]:
         for lab in nih.parse_findings(f):
             by_finding[lab] = by_finding.get(lab, 0) + 1
-    return {
+    out: dict = {
         "source": source,
         "n_train": int(len(splits["train"])),
         "n_val": int(len(splits["val"])),
         "n_test_normal": int((test["label"] == 0).sum()),
         "n_test_abnormal": int((test["label"] == 1).sum()),
-        "n_patients": {k: int(v["patient_id"].nunique()) for k, v in splits.items()},
-        "by_view": {
+    }
+    if all(part["patient_id"].notna().any() for part in splits.values()):
+        out["n_patients"] = {k: int(v["patient_id"].nunique()) for k, v in splits.items()}
+    if test["view"].isin(nih.VIEWS).any():
+        out["by_view"] = {
             k: {v: int((part["view"] == v).sum()) for v in nih.VIEWS} for k, part in splits.items()
-        },
-        "test_by_view_label": {
+        }
+        out["test_by_view_label"] = {
             v: {
                 "normal": int(((test["view"] == v) & (test["label"] == 0)).sum()),
                 "abnormal": int(((test["view"] == v) & (test["label"] == 1)).sum()),
             }
             for v in nih.VIEWS
-        },
-        "by_finding": dict(sorted(by_finding.items())),
-    }
+        }
+    return out | {"by_finding": dict(sorted(by_finding.items()))}
 
 
 class Metadata(NamedTuple):
@@ -267,3 +275,32 @@ def select(metadata: Metadata, data: DataParams, seed: int) -> Selection:
         max_test_abnormal=data.max_test_abnormal,
         seed=seed,
     )
+
+
+def select_listed(listing: medianomaly.Listing, data: DataParams, seed: int) -> Selection:
+    """The split of a MedIAnomaly listing that the ``data`` params ask for: its own train and
+    test lists, ``val_fraction`` of the training images, the caps (``views``, ``shards`` and
+    ``test_fraction`` do not apply: the listing has none of them)."""
+    parts = medianomaly.split_listing(
+        listing,
+        val_fraction=data.val_fraction,
+        max_train=data.max_train,
+        max_val=data.max_val,
+        max_test_normal=data.max_test_normal,
+        max_test_abnormal=data.max_test_abnormal,
+        seed=seed,
+    )
+    sel = Selection(**{k: v[MANIFEST_COLUMNS] for k, v in parts.items()})
+    check_split(sel.as_dict())
+    return sel
+
+
+def selection_for(raw_dir: str | Path, data: DataParams, seed: int) -> Selection:
+    """What ``fetch`` asks a source for: the split ``split`` will make from the metadata in
+    ``raw_dir``, malformed rows left out as ``split`` leaves them out."""
+    raw_dir = Path(raw_dir)
+    if data.source == "medianomaly":
+        listing, _ = medianomaly.read_listing(raw_dir / medianomaly.DATA_JSON)
+        return select_listed(listing, data, seed)
+    meta, _ = load_metadata_lenient(raw_dir)
+    return select(meta, data, seed)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -27,6 +28,9 @@ from torch import Tensor, nn
 __all__ = [
     "AnomalyModel",
     "AutocastFactory",
+    "batch_randn",
+    "batch_shard",
+    "current_shard",
     "kl_standard_normal",
     "param_groups",
     "per_image_sse",
@@ -48,6 +52,8 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
         registry_name: the ``@register_model`` name (``ae``, ``vae``, ...).
         default_score: anomaly-map method that scoring uses when ``score.map: auto``:
             ``"sq"`` (squared residual) or ``"ra"`` (CLAHE residual x saliency).
+        has_latent: True for models with a Gaussian posterior (vae, ra), which implement
+            :meth:`reconstruct_sampled` and have ``latent_dim``.
 
     Instance attribute ``model_args`` holds the constructor kwargs (set by ``build_model``) so a
     checkpoint ``{arch, model_args, state_dict}`` can rebuild the model.
@@ -55,6 +61,7 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
 
     registry_name: ClassVar[str] = ""
     default_score: ClassVar[str] = "sq"
+    has_latent: ClassVar[bool] = False  # a posterior q(z|x): reconstruct_sampled works
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,6 +74,14 @@ class AnomalyModel(nn.Module, metaclass=abc.ABCMeta):
 
         Deterministic in ``eval()`` mode (VAE/RA decode the posterior mean).
         """
+
+    def reconstruct_sampled(self, x: Tensor, eps: Tensor) -> Tensor:
+        """Decode z = mu + eps * sigma of q(z|x) instead of the posterior mean.
+
+        x: (B, 1, H, W) in [0, 1]; eps: (B, latent_dim) standard normal noise, supplied by the
+        caller so that the draw is reproducible (``score.latent: sample``).
+        """
+        raise TypeError(f"{type(self).__name__} has no latent to sample (score.latent 'sample')")
 
     def encoder_features(self, x: Tensor) -> list[Tensor]:
         """Multi-scale encoder embeddings of ``x``: a list of (B, C_i, H_i, W_i), fine to coarse.
@@ -163,7 +178,49 @@ def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
 
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I) (Kingma & Welling, ICLR 2014)."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    return mu + torch.exp(0.5 * logvar) * batch_randn(mu.shape, dtype=mu.dtype, device=mu.device)
+
+
+#: (rank, number of ranks) of the batch slice being trained on; see :func:`batch_shard`.
+_SHARD: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("shard", default=(0, 1))
+
+
+@contextlib.contextmanager
+def batch_shard(rank: int, size: int) -> Iterator[None]:
+    """While open, a batch is slice ``rank`` of ``size`` equal slices of a global batch
+    (data-parallel training, :mod:`imgae_dx.distributed`): :func:`batch_randn` then draws the
+    global batch's noise and keeps this slice's rows."""
+    token = _SHARD.set((int(rank), int(size)))
+    try:
+        yield
+    finally:
+        _SHARD.reset(token)
+
+
+def current_shard() -> tuple[int, int]:
+    """(rank, number of ranks) set by :func:`batch_shard`; (0, 1) outside it."""
+    return _SHARD.get()
+
+
+def batch_randn(
+    shape: Sequence[int],
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``torch.randn(shape)`` for a batch (B, ...), the same numbers whether the global batch
+    is one process's or split over ranks under :func:`batch_shard`: every rank draws the whole
+    (size * B, ...) and keeps its rows, so the noise and the generator's next state equal a
+    single process's (and the ranks' generators stay in step)."""
+    rank, size = _SHARD.get()
+    shape = tuple(shape)
+    if size == 1:
+        return torch.randn(shape, dtype=dtype, device=device, generator=generator)
+    full = torch.randn(
+        (size * shape[0], *shape[1:]), dtype=dtype, device=device, generator=generator
+    )
+    return full[rank * shape[0] : (rank + 1) * shape[0]]
 
 
 def soft_clamp(v: Tensor, bound: float) -> Tensor:

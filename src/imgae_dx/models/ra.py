@@ -39,7 +39,11 @@ Deviations from the paper, and why:
   halved relative to the other models). Four stages keep the paper's 4x4 bottleneck at 64x64;
   five would leave 2x2.
 * ``beta_rec`` 8 instead of 0.5 in the CPU default (``params.yaml``; ``configs/paper.yaml``
-  keeps 0.5). With these widths the paper's 0.5 does not train on the synthetic chest
+  keeps 0.5). Because every term is scaled by s = 1/(H W) while the reconstruction error is
+  summed over the H W pixels, the trade-off is beta_rec H W / beta_kl: the paper's 0.5 at 128x128
+  equals 2 at 64x64, and 8 at 64x64 equals 2 at 128x128 -- four times the paper's weight on
+  reconstruction (``docs/architecture.md``, "The Reversed Autoencoder"). With these widths the
+  paper's 0.5 does not train on the synthetic chest
   phantoms: reconstructions stop depending on the input. In equivalent terms, beta_rec / beta_kl
   sets the price in squared error of one nat of latent information; 0.5 / 1 is a Gaussian decoder with
   sigma = 1 on [0, 1] images. That price is so high that the decoder's KL terms (make the
@@ -56,7 +60,7 @@ Deviations from the paper, and why:
   0.5 (paper), 128x128         0.036 at step 50, 0.056     122 / 763 / 1628 at step 150
   (channels 8,16,32,64,64)     at step 150
   0.5, VAE steps only          0.0137 at step 600         7 (no introspection)
-  2                            0.0113 at step 300         49 / 96 / 115
+  2 (= 0.5 at 128x128)         0.0113 at step 300         49 / 96 / 115
   4                            0.0070 (best, step 400)     62 / 95 / 107
   8 (default)                  0.0056 at step 600         83 / 86 / 88.5
   16                           0.0054 at step 550         102 / 103 / 69
@@ -89,10 +93,12 @@ Deviations from the paper, and why:
   under autocast. A non-finite loss raises ``FloatingPointError`` before the step.
 * ``vae_warmup_steps`` (default 0, as in the RA configuration) exposes Soft-IntroVAE's plain-VAE
   warm-up phase.
-* Anomaly map: the paper multiplies |CLAHE(x_hat) - CLAHE(x)| by LPIPS saliency (SqueezeNet
-  ImageNet weights). Scoring (``default_score = "ra"``) uses LPIPS when its weights are present
-  and otherwise a download-free saliency from :meth:`encoder_features`; that is decided and
-  recorded by :mod:`imgae_dx.scoring`, not here.
+* Anomaly map: the paper multiplies |CLAHE(x_hat) - CLAHE(x)| by an LPIPS saliency (SqueezeNet,
+  ImageNet weights). Scoring (``default_score = "ra"``) computes it as the authors' code does
+  (``score.ra_map: published``), with LPIPS only from local weight files and the download-free
+  ``ssim`` saliency by default; that is decided and recorded by :mod:`imgae_dx.scoring` and
+  :mod:`imgae_dx.inference`, not here. :meth:`ReversedAutoencoder.reconstruct_sampled` serves
+  ``score.latent: sample`` (the authors decode a sampled latent at test time).
 
 Training dynamics can be re-measured for any setting with ``benchmarks/ra_dynamics.py``;
 ``imgae-dx check-training`` (run by CI) fails when a model's selected validation loss is not
@@ -113,6 +119,7 @@ from imgae_dx.models._blocks import as_channels, check_image_size
 from imgae_dx.models.base import (
     AnomalyModel,
     AutocastFactory,
+    batch_randn,
     kl_standard_normal,
     param_groups,
     per_image_sse,
@@ -278,6 +285,7 @@ class ReversedAutoencoder(AnomalyModel):
     """
 
     default_score = "ra"
+    has_latent = True
 
     def __init__(
         self,
@@ -313,6 +321,10 @@ class ReversedAutoencoder(AnomalyModel):
     def forward(self, x: Tensor) -> Tensor:
         mu, logvar, _ = self.encoder(x)
         return self.decoder(reparameterize(mu, logvar) if self.training else mu)
+
+    def reconstruct_sampled(self, x: Tensor, eps: Tensor) -> Tensor:
+        mu, logvar, _ = self.encoder(x)
+        return self.decoder(mu + eps * torch.exp(0.5 * logvar))
 
     def encoder_features(self, x: Tensor) -> list[Tensor]:
         """Embeddings after each pooling stage: [(B, c_1, H/2, W/2), ..., (B, c_n, H/2^n, .)]."""
@@ -490,7 +502,7 @@ class ReversedAutoencoder(AnomalyModel):
         if int(self.steps_done) < self.vae_warmup_steps:
             logs = self.vae_step(x, optimizers, grad_clip=grad_clip, autocast=autocast)
         else:
-            noise = torch.randn(x.shape[0], self.latent_dim, device=x.device)
+            noise = batch_randn((x.shape[0], self.latent_dim), device=x.device)
             z, logs_e = self.encoder_step(x, noise, opt_e, grad_clip=grad_clip, autocast=autocast)
             logs_d = self.decoder_step(x, z, noise, opt_d, grad_clip=grad_clip, autocast=autocast)
             logs = {"loss": logs_e["mse"], **logs_e, **logs_d}

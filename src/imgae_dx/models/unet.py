@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from imgae_dx.models.base import AnomalyModel, pixel_mse
+from imgae_dx.models.base import AnomalyModel, batch_randn, current_shard, pixel_mse
 from imgae_dx.models.registry import register_model
 
 NoiseKind = Literal["coarse", "gaussian", "none"]
@@ -76,10 +76,10 @@ def make_noise(
         return torch.zeros_like(x, dtype=torch.float32)
     src = "cpu" if generator is not None else x.device
     if kind == "gaussian":
-        n = torch.randn((b, c, h, w), generator=generator, device=src)
+        n = batch_randn((b, c, h, w), generator=generator, device=src)
     elif kind == "coarse":
         gh, gw = noise_grid(h, noise_res), noise_grid(w, noise_res)
-        n = torch.randn((b, c, gh, gw), generator=generator, device=src)
+        n = batch_randn((b, c, gh, gw), generator=generator, device=src)
         n = F.interpolate(n.to(x.device), size=(h, w), mode="bilinear", align_corners=False)
         # Random circular shift, as in the reference code, so the noise lattice is not
         # aligned with the image grid.
@@ -181,8 +181,21 @@ class UNet(AnomalyModel):
         h = feats[-1]  # (B, w_depth, H / 2^depth, W / 2^depth)
         for up, fuse, skip in zip(self.up, self.fuse, reversed(feats[:-1])):
             h = up(h)  # (B, w_i, 2h, 2w)
-            h = fuse(torch.cat([self.skip_drop(skip), h], dim=1))
+            h = fuse(torch.cat([self._drop_skip(skip), h], dim=1))
         return torch.sigmoid(self.out(h))
+
+    def _drop_skip(self, skip: Tensor) -> Tensor:
+        """Channel dropout of a skip connection (B, C, h, w); on a slice of a global batch
+        (:func:`~imgae_dx.models.base.batch_shard`) the masks are drawn for the global batch,
+        as ``Dropout2d`` draws them, and this slice's rows kept."""
+        rank, size = current_shard()
+        p = self.skip_drop.p
+        if size == 1 or not self.training or p == 0:
+            return self.skip_drop(skip)
+        b, c = skip.shape[:2]
+        keep = torch.empty((size * b, c, 1, 1), dtype=skip.dtype, device=skip.device)
+        keep = keep.bernoulli_(1 - p)[rank * b : (rank + 1) * b]
+        return skip * keep.div_(1 - p)
 
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x + noise of the configured kind (not clipped, as in Kascenas et al.)."""

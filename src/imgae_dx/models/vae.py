@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from imgae_dx.models._blocks import ConvDecoder, ConvEncoder, as_channels, check_image_size, mlp
@@ -51,6 +52,7 @@ class VAE(AnomalyModel):
     """
 
     default_score = "sq"
+    has_latent = True
 
     def __init__(
         self,
@@ -88,6 +90,10 @@ class VAE(AnomalyModel):
     def forward(self, x: Tensor) -> Tensor:
         mu, logvar = self.encode(x)
         return self.decode(reparameterize(mu, logvar) if self.training else mu)
+
+    def reconstruct_sampled(self, x: Tensor, eps: Tensor) -> Tensor:
+        mu, logvar = self.encode(x)
+        return self.decode(mu + eps * torch.exp(0.5 * logvar))
 
     def encoder_features(self, x: Tensor) -> list[Tensor]:
         return self.encoder(x)

@@ -8,8 +8,9 @@ stage runs (``docs/architecture.md``, "DAG"). It checks:
 - the whole file against the schema (:func:`imgae_dx.config.load_params`, already done by the
   stage entry point): types, ranges, unknown keys anywhere, each constructor on the meta device;
 - what the params point at outside the repository: ``data.local.root`` (a folder with the NIH
-  metadata), Kaggle credentials for ``data.source: kaggle`` (found, not sent), the LPIPS
-  weights file when the RA map needs it, an explicit ``train.device`` that this machine has.
+  metadata), ``data.medianomaly.root`` (``data.json`` and ``images/``), Kaggle credentials for
+  ``data.source: kaggle`` (found, not sent), the LPIPS weights file when the RA map needs it,
+  an explicit ``train.device`` that this machine has.
 
 Its output never changes (a fixed line), so a successful check reruns nothing downstream.
 """
@@ -22,6 +23,7 @@ from typing import Any
 from imgae_dx import paths
 from imgae_dx.config import ConfigError, Params
 from imgae_dx.data import nih
+from imgae_dx.errors import UserError
 from imgae_dx.io import write_text
 
 MARK = "params.yaml checked\n"
@@ -57,10 +59,19 @@ def _data_source(params: Params) -> bool:
                 "metadata files belong next to the images)"
             )
         return True
+    if data.source == "medianomaly":
+        from imgae_dx.data.sources.medianomaly import check_root
+
+        try:
+            check_root(data.medianomaly.root)
+        except UserError as e:
+            raise ConfigError(f"params.yaml: {e}") from None
+        return True
     if data.source == "kaggle":
         from imgae_dx.data.sources import credentials
 
-        credentials.find()  # raises CredentialsError (one line, where to put them)
+        # Raises CredentialsError (one line, where to put them); no request is sent.
+        credentials.find(data.kaggle.endpoint, exchange=False)
         return True
     return False
 

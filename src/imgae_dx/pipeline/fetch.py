@@ -22,8 +22,7 @@ def fetch(params: Params) -> dict[str, Any]:
     """
 
     def select(metadata_dir: Path) -> list[str]:
-        meta, _ = splitlib.load_metadata_lenient(metadata_dir)
-        return splitlib.select(meta, params.data, params.seed).images()
+        return splitlib.selection_for(metadata_dir, params.data, params.seed).images()
 
     t0 = time.time()
     with atomic_dir(paths.RAW) as tmp:

@@ -13,7 +13,7 @@ from imgae_dx.report.serialize import ci_key
 def report(params: Params) -> dict[str, Any]:
     """Every output of the report stage under ``reports/``; returns each model's AUROC and its
     interval."""
-    inputs = load_inputs(".", params.models)
+    inputs = load_inputs(".", params.models, params.seeds)
     with tracking.start_run("report", params) as run:
         result = make_report(inputs, params, out_dir=paths.REPORTS)
         run.log_metrics(headline_metrics(result))

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from imgae_dx.config import Params
+from imgae_dx.config import Params, ReportParams
 from imgae_dx.report.comparisons import baseline_scores, baselines, comparisons
 from imgae_dx.report.detection import model_result
 from imgae_dx.report.inputs import ReportInputs
-from imgae_dx.report.names import VIEW_ORDER, findings_of, ordered
+from imgae_dx.report.names import METADATA_COLUMNS, VIEW_ORDER, findings_of, ordered
 from imgae_dx.report.results import (
     Analysis,
     Boxes,
@@ -27,11 +27,13 @@ from imgae_dx.report.results import (
     FindingCount,
     IssueCount,
     Scored,
+    SeedSpread,
     Training,
     TrainingResult,
     ViewCount,
 )
 from imgae_dx.report.sampling import decide_unit
+from imgae_dx.report.seeds import run_label, seed_spread
 from imgae_dx.report.serialize import rounded
 
 
@@ -50,11 +52,26 @@ def prepare_scores(df: pd.DataFrame, arch: str) -> tuple[pd.DataFrame, pd.DataFr
     for col in ("view", "sex", "findings"):
         if col in df:
             df[col] = df[col].fillna("").astype(str)
+    df = df.drop(columns=absent_columns(df, present_only=True))
     test = df[df["split"] == "test"].sort_values("image", kind="mergesort").reset_index(drop=True)
     if test["image"].duplicated().any():
         raise ValueError(f"scores of {arch!r}: duplicate test images")
     val = df[(df["split"] == "val") & (df["label"] == 0)].reset_index(drop=True)
     return test, val
+
+
+def absent_columns(df: pd.DataFrame, present_only: bool = False) -> list[str]:
+    """The :data:`METADATA_COLUMNS` without a single value in ``df`` (``present_only``: of
+    those that ``df`` has)."""
+    return [
+        c
+        for c in METADATA_COLUMNS
+        if (c in df or not present_only) and (c not in df or not has_values(df[c]))
+    ]
+
+
+def has_values(col: pd.Series) -> bool:
+    return bool((col.dropna().astype(str).str.strip() != "").any())
 
 
 def boxes_by_image(boxes: pd.DataFrame | None) -> Boxes:
@@ -166,9 +183,24 @@ def training_result(df: pd.DataFrame | None, reference: float | None) -> Trainin
 
 
 def training(inputs: ReportInputs, models: Sequence[str]) -> Training:
+    """Every training run (model and seed, :func:`.seeds.run_label`) with a usable curve."""
     ref = inputs.reference_val_mse
-    runs = {a: training_result(inputs.train_curves.get(a), ref) for a in models}
+    labels = [run_label(a, k, inputs.seeds) for a in models for k in inputs.seeds]
+    runs = {a: training_result(inputs.train_curves.get(a), ref) for a in labels}
     return Training(ref, {a: r for a, r in runs.items() if r is not None})
+
+
+def by_seed(
+    inputs: ReportInputs, models: Sequence[str], rp: ReportParams, unit: str
+) -> dict[str, SeedSpread]:
+    """Each model's seeds and their mean ± sd; empty with one seed (the ensemble is the seed)."""
+    if len(inputs.seeds) < 2:
+        return {}
+    out = {}
+    for arch in models:
+        tests = {k: prepare_scores(df, arch)[0] for k, df in inputs.seed_scores[arch].items()}
+        out[arch] = seed_spread(tests, rp, unit)
+    return out
 
 
 # ---- everything ----------------------------------------------------------------------------------
@@ -203,4 +235,6 @@ def analyze(inputs: ReportInputs, params: Params) -> Analysis:
         scored=Scored(tests, vals, base_scores, boxes),
         summary=dict(summary),
         issues=issue_counts(inputs.issues),
+        seeds=list(inputs.seeds),
+        by_seed=rounded(by_seed(inputs, models, rp, unit)),
     )

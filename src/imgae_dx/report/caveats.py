@@ -8,18 +8,59 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from imgae_dx.report.cells import fmt
-from imgae_dx.report.names import RESAMPLING
+from imgae_dx.report.names import METADATA_COLUMNS, RESAMPLING
 from imgae_dx.report.results import Analysis
 from imgae_dx.report.serialize import ci_key
 
 
-def noisy_labels(an: Analysis) -> str:
+def noisy_labels(an: Analysis) -> str | None:
+    if an.data.source == "medianomaly":
+        return None
     return (
         "**Labels are noisy.** NIH ChestX-ray14 labels were text-mined from radiology reports "
         '(Wang et al., CVPR 2017); "No Finding" is not a radiologist-verified normal and some '
         "findings are missed or hallucinated by the NLP labeller. AUROCs against such labels are "
         "biased (usually downwards) and the per-finding numbers inherit each label's own error."
     )
+
+
+def benchmark_split(an: Analysis) -> str | None:
+    if an.data.source != "medianomaly":
+        return None
+    return (
+        "**MedIAnomaly's benchmark split.** Train and test images are those of MedIAnomaly's "
+        "data.json (Cai et al., arXiv:2404.04518), already preprocessed by its authors; the "
+        "labels are image-level (normal or abnormal) from the source challenge's radiologists, "
+        "with no finding named. The validation normals were taken from the training list "
+        "(`data.val_fraction`), so training saw fewer normals than the published runs, and "
+        "the published numbers are the last epoch's, without validation-based selection."
+    )
+
+
+def missing_metadata(an: Analysis) -> str | None:
+    """The metadata columns the data lacks, what the report leaves out, and the unit's fallback."""
+    ref = next(iter(an.scored.tests.values()), None)
+    absent = [c for c in METADATA_COLUMNS if ref is not None and c not in ref]
+    if not absent:
+        return None
+    strata = [c for c in absent if c != "patient_id"]
+    text = f"**The data has no {_listed([c.replace('_id', ' ID') for c in absent])}.**"
+    if strata:
+        text += f" Section 4 has no strata by {_listed(strata)}" + (
+            " and section 2 no view baseline." if "view" in absent else "."
+        )
+    if "patient_id" in absent and an.params.unit == "patient":
+        text += (
+            " `report.unit: patient` fell back to `image`: without patient IDs every film "
+            "counts as independent, so if some patients have several films, the intervals and "
+            "p-values are somewhat too narrow."
+        )
+    return text
+
+
+def _listed(words: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b or c"."""
+    return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
 
 
 def under_trained(an: Analysis) -> str | None:
@@ -130,9 +171,13 @@ def intervals_and_multiplicity(an: Analysis) -> str:
 
 
 def fixed_baselines(an: Analysis) -> str:
+    view = an.baselines.get("view_ap")
+    with_view = view is not None and view.n_normal + view.n_abnormal > 0  # the data has views
     return (
         "**Baselines are fixed, not fitted.** Mean and standard deviation of intensity count as "
-        '"higher = abnormal" and view as "AP = abnormal", decided before looking at any label; '
+        '"higher = abnormal"'
+        + (' and view as "AP = abnormal"' if with_view else "")
+        + ", decided before looking at any label; "
         "an AUROC below 0.5 means the opposite direction would separate the classes."
     )
 
@@ -149,6 +194,31 @@ def ra_saliency(an: Analysis) -> str | None:
         "**RA saliency.** Bercea et al. (MIDL 2023) weight the CLAHE residual with LPIPS; "
         f"here the RA maps used a download-free saliency ({', '.join(used)}) because no "
         "ImageNet weights are downloaded, so they differ from the paper's maps."
+    )
+
+
+def ra_map_variant(an: Analysis) -> str | None:
+    """Which RA map ran, and where it departs from the authors' evaluation code."""
+    ran = {a: m.score_method for a, m in an.models.items() if m.score_method.get("map") == "ra"}
+    if not ran:
+        return None
+    notes = []
+    for arch, sm in ran.items():
+        # maps scored before score.ra_map existed are the project's variant
+        variant, latent = sm.get("ra_map") or "project", sm.get("latent") or "mean"
+        what = f"{arch}: `{variant}` map"
+        if variant == "project":
+            what += " (saliency product smoothed once; the project's CLAHE)"
+        what += (
+            ", posterior-mean reconstruction (the authors decode one sampled latent)"
+            if latent == "mean"
+            else f", sampled-latent reconstruction (seed {sm.get('latent_seed')})"
+        )
+        notes.append(what)
+    return (
+        "**RA map.** The authors' code (github.com/ci-ber/RA) smooths each saliency map "
+        "(σ = 2) before the product and equalises with scikit-image's CLAHE (defaults) after a "
+        f"per-image min–max stretch (`score.ra_map: published`). Here: {'; '.join(notes)}."
     )
 
 
@@ -174,6 +244,8 @@ def excluded_data(an: Analysis) -> str | None:
 
 CAVEATS: tuple[Callable[[Analysis], str | None], ...] = (
     noisy_labels,
+    benchmark_split,
+    missing_metadata,
     excluded_data,
     under_trained,
     synthetic_data,
@@ -183,6 +255,7 @@ CAVEATS: tuple[Callable[[Analysis], str | None], ...] = (
     intervals_and_multiplicity,
     fixed_baselines,
     ra_saliency,
+    ra_map_variant,
     thin_localization,
 )
 

@@ -38,6 +38,13 @@ def with_ci(v: float | None, ci: Interval | None) -> str:
     return f"{v:.3f} {interval(ci)}" if ci and None not in ci else f"{v:.3f}"
 
 
+def mean_sd(mean: float | None, sd: float | None, n: int) -> str:
+    """``0.733 ± 0.012 (n=3)``; with one value, ``0.733 (n=1)``."""
+    if mean is None:
+        return DASH
+    return f"{mean:.3f} ± {sd:.3f} (n={n})" if sd is not None else f"{mean:.3f} (n={n})"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

@@ -32,7 +32,7 @@ def _baseline_features(inputs: ReportInputs, test_images: Sequence[str]) -> pd.D
         df["label"] = man["label"].astype(int)
     else:
         df["label"] = (man["findings"].astype(str) != NO_FINDING).astype(int)
-    df["view"] = man["view"].astype(str) if "view" in man else ""
+    df["view"] = man["view"].fillna("").astype(str) if "view" in man else ""
     mean, std = np.empty(len(imgs)), np.empty(len(imgs))
     for i in range(0, len(imgs), 1024):  # chunks: the full NIH test set is 25k images
         px = np.asarray(imgs[i : i + 1024], dtype=np.float64).reshape(-1, imgs[0].size) / 255.0
@@ -51,11 +51,13 @@ def baseline_scores(
     feats = _baseline_features(inputs, ref["image"].tolist())
     if feats is not None and len(feats):
         y = feats["label"].to_numpy()
-        return {
+        out = {
             "mean_intensity": (y, feats["mean_intensity"].to_numpy()),
             "std_intensity": (y, feats["std_intensity"].to_numpy()),
-            "view_ap": (y, (feats["view"] == "AP").to_numpy(dtype=np.float64)),
-        }, feats
+        }
+        if "view" in ref:  # the data has views (MedIAnomaly's listing has none)
+            out["view_ap"] = (y, (feats["view"] == "AP").to_numpy(dtype=np.float64))
+        return out, feats
     if "view" in ref:
         return {
             "view_ap": (ref["label"].to_numpy(), (ref["view"] == "AP").to_numpy(np.float64))
@@ -107,9 +109,12 @@ def compare(
     if not both_classes(y):
         return ComparisonResult(a, b, len(y))
     g = clusters(m, unit)
-    t = stats.delong_test(y, sa, sb, ci=rp.ci, clusters=g)
     # the resamples of the pooled AUROC intervals, so the three intervals are paired
     boot = paired_boot_ci(y, sa, sb, rp, "pooled", g)
+    try:
+        t = stats.delong_test(y, sa, sb, ci=rp.ci, clusters=g)
+    except stats.DegenerateDeLongError:  # a class in one unit: no test, the bootstrap stays
+        return ComparisonResult(a, b, len(y), None, boot)
     return ComparisonResult(
         a, b, len(y), DeLongTest(t["delta"], tuple(t["delta_ci"]), t["z"], t["p"]), boot
     )

@@ -157,6 +157,14 @@ _RANKING = (
 )
 
 
+def _delong_ci(y: np.ndarray, s: np.ndarray, rp: ReportParams, g: np.ndarray | None):
+    """DeLong's interval, or None where a class lies in fewer than two units (no variance)."""
+    try:
+        return stats.delong_ci(y, s, rp.ci, g)
+    except stats.DegenerateDeLongError:
+        return None
+
+
 def _ranking(
     y: np.ndarray, s: np.ndarray, rp: ReportParams, g: np.ndarray | None
 ) -> dict[str, Any]:
@@ -166,7 +174,7 @@ def _ranking(
     return {
         "auroc": metrics.auroc(y, s),
         "auroc_ci": boot_ci(y, s, metrics.auroc, rp, "pooled", g),
-        "auroc_ci_delong": stats.delong_ci(y, s, rp.ci, g),
+        "auroc_ci_delong": _delong_ci(y, s, rp, g),
         "auprc": metrics.auprc(y, s),
         "auprc_ci": boot_ci(y, s, metrics.auprc, rp, "pooled/auprc", g),
         "f1_max": metrics.f1_max(y, s),

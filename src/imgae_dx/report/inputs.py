@@ -3,7 +3,8 @@
 Every path comes from :mod:`imgae_dx.paths`, relative to the repository ``root``. Only the score
 tables are required; a missing optional input leaves its table or figure "not available". The
 test images and their manifest are prepare's (``data/prepared/test.{npy,csv}``), so they hold
-exactly the images that were scored.
+exactly the images that were scored. Each architecture was scored once per training seed;
+``scores`` and ``maps`` hold its seed ensemble (:mod:`.seeds`), ``seed_scores`` each seed's table.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import pandas as pd
 from imgae_dx import paths
 from imgae_dx.data.issues import read_issues
 from imgae_dx.errors import UserError
+from imgae_dx.report.seeds import ensemble_maps, ensemble_scores, run_label
 
 
 @dataclass
 class ModelMaps:
-    """Contents of ``reports/maps/<arch>.npz`` (test rows, in the scores' order)."""
+    """Contents of ``reports/maps/<arch>/seed<k>.npz`` (test rows, in the scores' order)."""
 
     image: np.ndarray  # (N,) str
     amap: np.ndarray  # (N, S, S) anomaly maps
@@ -34,7 +36,7 @@ class ModelMaps:
 
 @dataclass
 class ReportInputs:
-    scores: dict[str, pd.DataFrame]
+    scores: dict[str, pd.DataFrame]  # per model: its seed ensemble's table
     maps: dict[str, ModelMaps] = field(default_factory=dict)
     test_manifest: pd.DataFrame | None = None
     test_images: np.ndarray | None = None  # (N, S, S) uint8, rows of test_manifest
@@ -44,6 +46,8 @@ class ReportInputs:
     reference_val_mse: float | None = None  # val MSE of predicting the mean training image
     n_prepared: dict[str, int] = field(default_factory=dict)  # images per prepared array
     issues: pd.DataFrame | None = None  # split's then prepare's issues; None: a file missing
+    seed_scores: dict[str, dict[int, pd.DataFrame]] = field(default_factory=dict)  # model, seed
+    seeds: list[int] = field(default_factory=lambda: [0])
 
 
 def mean_image_val_mse(train: np.ndarray, val: np.ndarray, chunk: int = 1024) -> float:
@@ -117,19 +121,41 @@ def _issues(root: Path) -> pd.DataFrame | None:
     return pd.concat([read_issues(f) for f in files], ignore_index=True)
 
 
-def load_inputs(root: str | os.PathLike, models: Sequence[str]) -> ReportInputs:
-    """Read every report input under ``root``; only the score CSVs are required."""
-    root = Path(root)
-    scores, maps, curves = {}, {}, {}
-    for arch in models:
-        p = root / paths.scores(arch)
+def _seed_scores(root: Path, arch: str, seeds: Sequence[int]) -> dict[int, pd.DataFrame]:
+    out = {}
+    for k in seeds:
+        p = root / paths.scores(arch, k)
         if not p.is_file():
-            raise FileNotFoundError(f"scores of model {arch!r} not found: {p} (run score@{arch})")
-        scores[arch] = _read_ids_csv(p)
-        if (root / paths.maps(arch)).is_file():
-            maps[arch] = load_maps(root / paths.maps(arch))
-        if (root / paths.train_curve(arch)).is_file():
-            curves[arch] = pd.read_csv(root / paths.train_curve(arch))
+            raise FileNotFoundError(
+                f"scores of model {arch!r}, seed {k} not found: {p} (run score@{arch}-{k})"
+            )
+        out[k] = _read_ids_csv(p)
+    return out
+
+
+def _ensemble_maps(root: Path, arch: str, seeds: Sequence[int]) -> ModelMaps | None:
+    """The seed ensemble of ``arch``'s maps; None unless every seed's maps file exists."""
+    files = {k: root / paths.maps(arch, k) for k in seeds}
+    if not all(f.is_file() for f in files.values()):
+        return None
+    return ensemble_maps({k: load_maps(f) for k, f in files.items()}, arch)
+
+
+def load_inputs(
+    root: str | os.PathLike, models: Sequence[str], seeds: Sequence[int] = (0,)
+) -> ReportInputs:
+    """Read every report input under ``root`` for each model and training seed; only the score
+    CSVs are required."""
+    root, seeds = Path(root), list(seeds)
+    seed_scores, scores, maps, curves = {}, {}, {}, {}
+    for arch in models:
+        seed_scores[arch] = _seed_scores(root, arch, seeds)
+        scores[arch] = ensemble_scores(seed_scores[arch], arch)
+        if (mm := _ensemble_maps(root, arch, seeds)) is not None:
+            maps[arch] = mm
+        for k in seeds:
+            if (root / paths.train_curve(arch, k)).is_file():
+                curves[run_label(arch, k, seeds)] = pd.read_csv(root / paths.train_curve(arch, k))
     manifest, images = _test_set(root)
     boxes = None
     if (root / paths.PREPARED_BOXES).is_file():
@@ -139,5 +165,5 @@ def load_inputs(root: str | os.PathLike, models: Sequence[str]) -> ReportInputs:
         summary = json.loads((root / paths.SUMMARY).read_text())
     return ReportInputs(
         scores, maps, manifest, images, boxes, curves, summary, _reference_val_mse(root),
-        _prepared_counts(root), _issues(root),
+        _prepared_counts(root), _issues(root), seed_scores, seeds,
     )  # fmt: skip

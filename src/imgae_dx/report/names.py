@@ -9,6 +9,10 @@ import pandas as pd
 from imgae_dx.data.nih import NO_FINDING, SEXES, VIEWS
 
 VIEW_ORDER, SEX_ORDER = VIEWS, SEXES  # the order strata are listed in
+#: Per-image metadata a data set may lack entirely (MedIAnomaly's listing has none of them):
+#: a column without any value is dropped from the score tables, so whatever needs it (strata,
+#: the view baseline, patient-level resampling) says "not available" instead of breaking.
+METADATA_COLUMNS = ("patient_id", "view", "sex", "age")
 
 #: The trivial baselines in report order, with their display names. Their direction is fixed
 #: before any label is seen (higher intensity or std = abnormal, AP = abnormal), never fitted.

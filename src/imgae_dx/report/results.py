@@ -145,7 +145,7 @@ class ModelResult:
 
     auroc: float | None
     auroc_ci: Interval | None  # bootstrap
-    auroc_ci_delong: Interval | None
+    auroc_ci_delong: Interval | None  # None: a class in < 2 units (images or patients)
     auprc: float | None
     auprc_ci: Interval | None  # bootstrap
     f1_max: float | None
@@ -184,7 +184,7 @@ class ComparisonResult:
     a: str
     b: str
     n: int  # test images both scored
-    delong: DeLongTest | None = None  # None: the images hold one class only
+    delong: DeLongTest | None = None  # None: a class has < 2 units (images or patients)
     delta_ci: Interval | None = None  # paired bootstrap
     p_holm: float | None = None  # DeLong's p, Holm-adjusted over all pairs
 
@@ -198,8 +198,30 @@ class ComparisonResult:
 
 
 @dataclass(frozen=True)
+class SeedRun:
+    """One training seed's image-level detection (its own scores, not the ensemble's)."""
+
+    seed: int
+    auroc: float | None
+    auroc_ci: Interval | None  # bootstrap, the same resamples as the ensemble's
+    auprc: float | None
+    auprc_ci: Interval | None
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """An architecture's seeds: each one's results and their mean ± sd (sd None for one)."""
+
+    runs: list[SeedRun]
+    auroc_mean: float | None
+    auroc_sd: float | None
+    auprc_mean: float | None
+    auprc_sd: float | None
+
+
+@dataclass(frozen=True)
 class TrainingResult:
-    """From ``reports/train/<arch>.csv``: validation loss untrained (epoch 0) and selected."""
+    """From ``reports/train/<arch>/seed<k>.csv``: validation loss untrained (epoch 0) and selected."""
 
     epochs_run: int
     best_epoch: int
@@ -212,7 +234,7 @@ class TrainingResult:
 @dataclass(frozen=True)
 class Training:
     reference_val_mse: float | None  # val MSE of predicting the mean training image
-    models: dict[str, TrainingResult]  # models with a training curve
+    models: dict[str, TrainingResult]  # runs with a training curve, by seeds.run_label
 
 
 @dataclass(frozen=True)
@@ -233,10 +255,12 @@ class Analysis:
     unit: str  # "patient" or "image": the independent unit of every interval and test
     data: DataSummary
     composition: Composition
-    models: dict[str, ModelResult]
+    models: dict[str, ModelResult]  # each architecture's seed ensemble (.seeds)
     baselines: dict[str, Baseline]
     comparisons: list[ComparisonResult]
     training: Training
     scored: Scored
     summary: dict = field(default_factory=dict)  # data/split/summary.json as written
     issues: list[IssueCount] | None = None  # None: the issues files are missing
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seeds; models: ensembles
+    by_seed: dict[str, SeedSpread] = field(default_factory=dict)  # per model; {} for one seed

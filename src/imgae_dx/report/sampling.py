@@ -21,7 +21,8 @@ from imgae_dx.report.results import Interval
 
 def decide_unit(rp: ReportParams, tests: Mapping[str, pd.DataFrame]) -> str:
     """``patient`` when ``report.unit`` asks for it and every score table has patient IDs;
-    ``image`` (films treated as independent) otherwise."""
+    ``image`` (films treated as independent) otherwise: without IDs (MedIAnomaly's listing)
+    the report falls back and says why (:func:`imgae_dx.report.caveats.missing_metadata`)."""
     has_ids = all("patient_id" in t for t in tests.values())
     return "patient" if rp.unit == "patient" and has_ids else "image"
 

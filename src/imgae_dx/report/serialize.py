@@ -26,6 +26,7 @@ from imgae_dx.report.results import (
     Localization,
     ModelResult,
     OperatingPoint,
+    SeedSpread,
     Stratum,
     TrainingResult,
 )
@@ -210,6 +211,35 @@ def _training_run(r: TrainingResult) -> dict:
     }
 
 
+def _seed_spread(sp: SeedSpread, ck: str) -> dict:
+    per_seed = {
+        str(r.seed): {
+            "auroc": r.auroc,
+            f"auroc_{ck}": _ci(r.auroc_ci),
+            "auprc": r.auprc,
+            f"auprc_{ck}": _ci(r.auprc_ci),
+        }
+        for r in sp.runs
+    }
+    return {
+        "auroc_mean": sp.auroc_mean,
+        "auroc_sd": sp.auroc_sd,
+        "auprc_mean": sp.auprc_mean,
+        "auprc_sd": sp.auprc_sd,
+        "n_seeds": len(sp.runs),
+        "per_seed": per_seed,
+    }
+
+
+def _seeds(an: Analysis, ck: str) -> dict:
+    """The training seeds (only with several: ``models`` then holds the seed ensembles)."""
+    return {
+        "seeds": list(an.seeds),
+        "ensemble": "per-image mean score over seeds",
+        "models": {a: _seed_spread(sp, ck) for a, sp in an.by_seed.items()},
+    }
+
+
 def to_metrics(an: Analysis) -> dict:
     """The metrics.json dict of an analysis (JSON types only, numbers as :func:`clean_json`)."""
     rp, ck = an.params, ci_key(an.params)
@@ -225,6 +255,8 @@ def to_metrics(an: Analysis) -> dict:
             "models": {a: _training_run(r) for a, r in an.training.models.items()},
         },
     }
+    if len(an.seeds) > 1:
+        out["seeds"] = _seeds(an, ck)
     return clean_json(out)
 
 

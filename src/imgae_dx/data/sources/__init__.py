@@ -1,8 +1,10 @@
-"""Where raw images come from: three sources, each writing an NIH-format mirror.
+"""Where raw images come from: four sources, each writing a mirror into ``data/raw``.
 
 - ``synthetic``: generates a phantom dataset in the real formats (the embedded default).
 - ``kaggle``: the Kaggle mirror ``nih-chest-xrays/data``, only the members the split needs.
 - ``local``: an existing NIH download on disk (Kaggle layout or the official archives).
+- ``medianomaly``: MedIAnomaly's RSNA or VinDr-CXR benchmark split on disk (``data.json`` and
+  ``images/``: not NIH-format; :mod:`imgae_dx.data.medianomaly`).
 
 Each entry point takes the raw directory to fill and its validated ``data.<source>`` block
 (:mod:`imgae_dx.config`); the two that transfer data also take ``select`` and ``cache_dir``.
@@ -24,6 +26,7 @@ _MODULES = {
     "synthetic": "imgae_dx.data.sources.synthetic",
     "kaggle": "imgae_dx.data.sources.kaggle",
     "local": "imgae_dx.data.sources.local",
+    "medianomaly": "imgae_dx.data.sources.medianomaly",
 }
 
 

@@ -216,11 +216,21 @@ def fill_checksums(rows: list[dict[str, Any]], raw_dir: Path, workers: int = 4) 
             list(pool.map(one, todo))
 
 
+#: What the manifest says of a file: its content, never how it arrived (transferred or from a
+#: cache, archive or single-file download, linked or copied) nor from where (a signed URL, a
+#: folder of this machine). ``data/raw`` is a DVC output: a manifest that depended on how the
+#: files came would make a second machine that fetches the same images retrain everything
+#: downstream. Sources report the how in their summary (and the Kaggle cache's log) instead.
+MANIFEST_FIELDS = ("path", "size", "crc32")
+
+
 def write_manifest(raw_dir: Path, header: dict[str, Any], files: Iterable[dict[str, Any]]) -> Path:
-    """``raw_dir/fetch_manifest.json``: run header plus one JSON object per file and line."""
+    """``raw_dir/fetch_manifest.json``: ``header`` (what was asked for: source, dataset,
+    version, image count) and one :data:`MANIFEST_FIELDS` object per file and line, by path."""
     head = json.dumps(header, indent=2, sort_keys=False)
     rows = ",\n".join(
-        "    " + json.dumps(f, sort_keys=False) for f in sorted(files, key=lambda r: r["path"])
+        "    " + json.dumps({k: f[k] for k in MANIFEST_FIELDS})
+        for f in sorted(files, key=lambda r: r["path"])
     )
     text = head[:-2] + ',\n  "files": [\n' + rows + ("\n  ]\n}\n" if rows else "]\n}\n")
     if not header:

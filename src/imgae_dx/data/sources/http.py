@@ -66,6 +66,7 @@ class HTTPStatusError(UserError):
         self.retry_after = retry_after
         msg = f"HTTP {self.status} from {self.url}"
         detail = " ".join(redact(detail, truncated=truncated).split())
+        self.detail = detail
         if detail:
             msg += f": {detail[:200]}"
         super().__init__(msg)
@@ -163,6 +164,20 @@ def _retry_after_of(exc: BaseException) -> float | None:
     if resp is not None and getattr(resp, "headers", None) is not None:
         return retry_after_seconds(resp.headers.get("Retry-After"))
     return None
+
+
+#: What a download host answers for a signed URL that expired or was revoked: Cloud Storage says
+#: ``400`` with ``<Code>ExpiredToken</Code>`` once ``X-Goog-Expires`` has passed, ``403`` for a bad
+#: or revoked signature; S3-style hosts say 401/403; some CDNs 410.
+URL_EXPIRED_STATUS = (401, 403, 410)
+
+
+def signed_url_expired(exc: BaseException) -> bool:
+    """Whether ``exc`` says the download URL no longer works (ask the API for a fresh one)."""
+    status = status_of(exc)
+    if status in URL_EXPIRED_STATUS:
+        return True
+    return status == 400 and "expiredtoken" in getattr(exc, "detail", "").lower()
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -7,17 +7,20 @@ The Kaggle dataset ``nih-chest-xrays/data`` is a single ~42 GB zip. The fetch
    built on), unmodified; ``endpoint`` only replaces the base URL it posts to;
 2. fetches the four metadata files, and calls ``select(raw_dir)`` to learn which images the
    split needs, before any image is transferred;
-3. transfers those images only: ``DownloadDataset`` answers a redirect to the archive's download
-   URL, whose central directory is read from the end and whose needed members are fetched by
-   HTTP Range (:mod:`.zipremote`); for a handful of images (``method: auto``, at most
+3. transfers those images only: ``DownloadDataset`` answers a redirect to the archive's signed
+   download URL (taken from the SDK's public ``download_dataset``, closed after the headers),
+   whose central directory is read from the end and whose needed members are fetched by HTTP
+   Range (:mod:`.zipremote`; an expired URL, Cloud Storage's ``400 ExpiredToken`` among them,
+   is replaced as often as it expires); for a handful of images (``method: auto``, at most
    ``files_max``), per-file downloads instead, falling back to the archive for files that
    answer 404 and for everything once Kaggle throttles single-file requests (429);
 4. keeps every verified file in ``cache_dir`` (outside ``data/raw``, which DVC deletes before a
    rerun): files appear there only complete (temporary name, size + CRC-32 checked, rename),
    so an interrupted fetch resumes where it stopped and a rerun transfers nothing twice;
 5. hard-links (or copies) the files into ``raw_dir`` in the Kaggle layout and writes
-   ``raw_dir/fetch_manifest.json`` (path, source URL without query string, size, CRC-32,
-   transferred or from the cache).
+   ``raw_dir/fetch_manifest.json`` (path, size and CRC-32: what was fetched, never how, so that
+   ``data/raw`` hashes the same whatever route the files took); the how goes to the cache's
+   ``provenance.jsonl`` (per file) and ``fetches.jsonl`` (per run).
 
 Kaggle credentials go to the Kaggle API host only; the download URLs it redirects to are
 fetched without them.
@@ -72,6 +75,17 @@ class KaggleFetchError(UserError, RuntimeError):
     """The dataset cannot be fetched as asked; the message says why and what to change."""
 
 
+class _DownloadHostError(http.HTTPStatusError):
+    """The download host refused the URL the API redirected to: never a credentials problem;
+    an expired or revoked signed URL (:func:`http.signed_url_expired`) is worth a fresh one."""
+
+    @classmethod
+    def of(cls, e: http.HTTPStatusError) -> _DownloadHostError:
+        err = cls(e.status, e.url, retry_after=e.retry_after)
+        err.args, err.detail = e.args, e.detail
+        return err
+
+
 class _FileMissing(Exception):
     """A single-file download answered 404 (some paths of this dataset do)."""
 
@@ -94,6 +108,22 @@ def _fall_back_on_404_429(rel: str) -> Iterator[None]:
         raise
 
 
+def client_for(endpoint: str | None = None, **credentials: Any) -> Any:
+    """kagglesdk's ``KaggleClient`` for Kaggle's API (the environment ``KAGGLE_API_ENVIRONMENT``
+    names, as for the SDK itself), or for ``endpoint`` (``data.kaggle.endpoint``: a mirror or
+    a test server). The SDK takes its base URL only from a fixed table of Kaggle's own hosts,
+    so an override sets the client's ``_endpoint``: the one private attribute touched, and only
+    when an endpoint is given."""
+    from kagglesdk.kaggle_client import KaggleClient
+    from kagglesdk.kaggle_env import KaggleEnv
+
+    if not endpoint:
+        return KaggleClient(verbose=False, user_agent=USER_AGENT, **credentials)
+    client = KaggleClient(env=KaggleEnv.LOCAL, verbose=False, user_agent=USER_AGENT, **credentials)
+    client.http_client()._endpoint = endpoint.rstrip("/")
+    return client
+
+
 # -- the API, through kagglesdk --------------------------------------------------------------------
 class KaggleApi:
     """``ListDatasetFiles`` / ``DownloadDataset`` through kagglesdk's ``KaggleClient``.
@@ -114,22 +144,17 @@ class KaggleApi:
         endpoint: str | None = None,
         version: int | None = None,
     ):
-        from kagglesdk.kaggle_client import KaggleClient
-        from kagglesdk.kaggle_env import KaggleEnv
+        from kagglesdk.kaggle_env import get_endpoint, get_env
 
         self.owner, self.slug = dataset.split("/")
         self.version = version
         self.creds, self.policy = creds, policy
         kwargs = creds.client_kwargs()
-        if endpoint:
-            self.client = KaggleClient(
-                env=KaggleEnv.LOCAL, verbose=False, user_agent=USER_AGENT, **kwargs
-            )
-            self.client.http_client()._endpoint = endpoint.rstrip("/")
-        else:
-            self.client = KaggleClient(verbose=False, user_agent=USER_AGENT, **kwargs)
-        self.endpoint = http.public_url(self.client.http_client()._endpoint)
+        self._endpoint_override = endpoint
+        self.client = client_for(endpoint, **kwargs)
+        self.endpoint = http.public_url(endpoint or get_endpoint(get_env()))
         self._lock = threading.Lock()
+        self._renew_lock = threading.Lock()
         self.calls = 0
 
     @property
@@ -137,7 +162,14 @@ class KaggleApi:
         v = f" v{self.version}" if self.version else ""
         return f"{self.owner}/{self.slug}{v}"
 
-    def _call(self, fn: Callable[[], Any], what: str, *, throttle_fails: bool = False) -> Any:
+    def _call(
+        self,
+        fn: Callable[[], Any],
+        what: str,
+        *,
+        throttle_fails: bool = False,
+        renewed: bool = False,
+    ) -> Any:
         def attempt() -> Any:
             with self._lock:
                 self.calls += 1
@@ -150,14 +182,33 @@ class KaggleApi:
         def retryable(e: BaseException) -> bool:
             if throttle_fails and http.status_of(e) == 429:
                 return False
+            if isinstance(e, _DownloadHostError) and http.signed_url_expired(e):
+                return True  # the next attempt gets a freshly signed URL
             return http.is_retryable(e)
 
+        used = self.creds
         try:
             return http.call(attempt, self.policy, what, retryable=retryable)
         except http.HTTPStatusError as e:
-            if e.status in (401, 403):
-                raise creds_mod.rejected(self.creds, e.status, self.endpoint) from None
-            raise
+            if e.status not in (401, 403) or isinstance(e, _DownloadHostError):
+                raise
+            if e.status == 401 and not renewed and self._renew(used):
+                return self._call(fn, what, throttle_fails=throttle_fails, renewed=True)
+            raise creds_mod.rejected(self.creds, e.status, self.endpoint) from None
+
+    def _renew(self, used: creds_mod.KaggleCredentials) -> bool:
+        """A fresh access token for an OAuth login whose token the API refused (it expires
+        after hours; a fetch of the whole archive can last longer); False if not renewable."""
+        with self._renew_lock:
+            if self.creds is not used:
+                return True  # another worker renewed it meanwhile
+            fresh = self.creds.renewed()
+            if fresh is None:
+                return False
+            log.info("kaggle: the access token expired; renewed it from the OAuth login")
+            self.creds = fresh
+            self.client = client_for(self._endpoint_override, **fresh.client_kwargs())
+            return True
 
     def _refused(self, what: str, e: http.HTTPStatusError) -> KaggleFetchError:
         """The error for a call the API refused for good (not credentials, not throttling)."""
@@ -175,21 +226,39 @@ class KaggleApi:
         req.owner_slug, req.dataset_slug, req.page_size = self.owner, self.slug, page_size
         if self.version:
             req.dataset_version_number = self.version
-        api = self.client.datasets.dataset_api_client
         what = f"list the files of {self.label}"
         try:
-            resp = self._call(lambda: api.list_dataset_files(req), what)
+            resp = self._call(
+                lambda: self.client.datasets.dataset_api_client.list_dataset_files(req), what
+            )
         except http.HTTPStatusError as e:
             raise self._refused(what, e) from None
         if resp.error_message:
             log.warning("Kaggle says about %s: %s", self.label, http.redact(resp.error_message))
         return [(f.name, int(f.total_bytes or 0)) for f in resp.dataset_files]
 
-    def download_url(self, file_name: str | None = None, *, throttle_fails: bool = False) -> str:
-        """The URL ``DownloadDataset`` redirects to: the whole archive, or one file.
+    def download_url(self) -> str:
+        """The signed URL of the whole archive (:class:`KaggleFetchError` if refused).
 
-        For one file, an error status is raised as :class:`http.HTTPStatusError` (the caller
-        falls back to the archive); for the archive, as :class:`KaggleFetchError`.
+        The download host's response is closed after its headers: none of the archive's body
+        is read (the kernel may have buffered up to a TCP window of it; the fetch then reads
+        only byte ranges of that URL).
+        """
+        with self.open_download(None) as resp:
+            return resp.url
+
+    def open_download(
+        self, file_name: str | None = None, *, throttle_fails: bool = False
+    ) -> requests.Response:
+        """The download host's streaming response for the archive or one file, unread.
+
+        ``DownloadDataset`` answers a redirect to a signed URL; kagglesdk's public
+        ``download_dataset`` follows it and (since kagglesdk 0.1.14) returns that response
+        streaming, so its ``url`` is the signed URL and its body the file. requests drops the
+        ``Authorization`` header when a redirect leaves the API host, so the download host never
+        sees the credentials. For one file an error status is raised as
+        :class:`http.HTTPStatusError` (the caller falls back to the archive); for the archive,
+        as :class:`KaggleFetchError`. The caller closes the response.
         """
         from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
 
@@ -201,47 +270,46 @@ class KaggleApi:
             req.file_name = file_name
         what = f"download link of {self.label}" + (f"/{file_name}" if file_name else "")
         try:
-            return self._call(
-                lambda: self._redirect_target(req), what, throttle_fails=throttle_fails
-            )
+            return self._call(lambda: self._download(req), what, throttle_fails=throttle_fails)
         except http.HTTPStatusError as e:
             if file_name:
                 raise
             raise self._refused(what, e) from None
 
-    def _redirect_target(self, request: Any) -> str:
-        # The SDK's public ``download_dataset`` follows the redirect and starts streaming the
-        # whole archive; we only want the Location, so we send the request the SDK prepares
-        # (same URL, body and auth) without following redirects.
-        hc = self.client.http_client()
-        if not hasattr(hc, "_prepare_request"):  # another SDK version: follow, keep the URL, close
-            resp = self.client.datasets.dataset_api_client.download_dataset(request)
-            with resp:
-                return resp.url
-        hc._init_session()
-        prepared = hc._prepare_request(SERVICE, "DownloadDataset", request)
-        # Proxies and CA settings from the environment, as the SDK's own ``call`` applies them.
-        settings = hc._session.merge_environment_settings(prepared.url, {}, True, None, None)
-        settings["stream"] = True
-        resp = hc._session.send(
-            prepared, allow_redirects=False, timeout=self.policy.timeouts, **settings
-        )
+    def _download(self, request: Any) -> requests.Response:
+        api = self.client.datasets.dataset_api_client
+        try:
+            resp = api.download_dataset(request)
+        except requests.HTTPError as e:
+            if e.response is None or not e.response.history:
+                raise  # the API's own answer: ``_call`` makes it one line
+            e.response.close()
+            error = _DownloadHostError.of(http.status_error(e))
+        else:
+            if resp.history:  # redirected: the download host's answer
+                return resp
+            return self._follow_json_url(resp)
+        raise error  # out of the except block: the original (with the request) is not kept
+
+    def _follow_json_url(self, resp: requests.Response) -> requests.Response:
+        """A mirror that answers ``{"url": ...}`` instead of a redirect: that URL, opened
+        without the credentials."""
         with resp:
-            if resp.is_redirect or resp.status_code in (301, 302, 303, 307, 308):
-                loc = resp.headers.get("Location")
-                if not loc:
-                    raise KaggleFetchError(
-                        f"{self.endpoint}: DownloadDataset redirect without a Location"
-                    )
-                return urljoin(prepared.url, loc)
-            http.raise_for_status(resp, prepared.url)
+            url = None
             if "json" in resp.headers.get("Content-Type", ""):
                 url = (resp.json() or {}).get("url")
-                if url:
-                    return urljoin(prepared.url, url)
-            raise KaggleFetchError(
-                f"{self.endpoint}: DownloadDataset answered {resp.status_code} without a redirect to the file"
-            )
+            if not url:
+                raise KaggleFetchError(
+                    f"{self.endpoint}: DownloadDataset answered {resp.status_code} without a "
+                    "redirect to the file"
+                )
+            url = urljoin(resp.url, url)
+        target = http.new_session(1).get(url, stream=True, timeout=self.policy.timeouts)
+        try:
+            http.raise_for_status(target, url)
+        except http.HTTPStatusError as e:
+            raise _DownloadHostError.of(e) from None
+        return target
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -288,7 +356,6 @@ class _Fetcher:
         self.rows: dict[str, dict[str, Any]] = {}
         self.provenance = _Provenance(cache_root / "provenance.jsonl")
         self._lock = threading.Lock()
-        self._local = threading.local()
         self.file_bytes = 0
         self.file_requests = 0
         self.throttled = False
@@ -354,7 +421,7 @@ class _Fetcher:
     def remote_zip(self) -> RemoteZip:
         if self.zip is None:
             z = RemoteZip(
-                lambda refresh: self.api.download_url(None),
+                lambda refresh: self.api.download_url(),
                 policy=self.policy,
                 cache_dir=self.cache_root / "zip",
                 workers=self.workers,
@@ -414,12 +481,6 @@ class _Fetcher:
             z.fetch(todo.values(), lambda e: self.cache_path(rel_of[e.name]), on_done=done)
 
     # single files --------------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = http.new_session(self.workers)
-        return s
-
     def fetch_file(self, rel: str) -> None:
         """One file through its own download link; :class:`_FileMissing` / :class:`_Throttled` to fall back."""
         dest = self.cache_path(rel)
@@ -430,15 +491,16 @@ class _Fetcher:
             if self.throttled:
                 raise _Throttled()
             with _fall_back_on_404_429(rel):
-                url = self.api.download_url(rel, throttle_fails=True)
+                resp = self.api.open_download(rel, throttle_fails=True)
             tmp = temp_name(dest)
             try:
-                self._download(url, tmp, rel)
+                with resp:
+                    self._save_body(resp, tmp, rel)
                 size, crc = self._check_download(tmp, rel, expect)
                 os.replace(tmp, dest)
             finally:
                 tmp.unlink(missing_ok=True)
-            return url, size, crc
+            return resp.url, size, crc
 
         def retryable(e: BaseException) -> bool:
             return http.is_retryable(e) and http.status_of(e) != 429
@@ -449,31 +511,27 @@ class _Fetcher:
             rel, source=http.public_url(url), member=None, size=size, crc=crc, transferred=True
         )
 
-    def _download(self, url: str, tmp: Path, rel: str) -> None:
-        """The body of ``url`` into ``tmp``, checked against Content-Length and x-goog-hash."""
-        resp = self._session().get(url, stream=True, timeout=self.policy.timeouts)
+    def _save_body(self, resp: requests.Response, tmp: Path, rel: str) -> None:
+        """The body of ``resp`` into ``tmp``, checked against Content-Length and x-goog-hash."""
         with self._lock:
             self.file_requests += 1
         n = 0
-        with resp:
-            with _fall_back_on_404_429(rel):
-                http.raise_for_status(resp, url)
-            md5 = hashlib.md5()
-            try:
-                with open(tmp, "wb") as fh:
-                    for chunk in http.iter_body(resp):
-                        fh.write(chunk)
-                        md5.update(chunk)
-                        n += len(chunk)
-            finally:
-                with self._lock:
-                    self.file_bytes += n
-            length = resp.headers.get("Content-Length")
-            if length is not None and int(length) != n:
-                raise http.TransferError(f"{rel}: got {n} of {length} bytes")
-            want_md5 = _goog_md5(resp.headers)
-            if want_md5 and base64.b64encode(md5.digest()).decode() != want_md5:
-                raise http.TransferError(f"{rel}: MD5 differs from the server's x-goog-hash")
+        md5 = hashlib.md5()
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in http.iter_body(resp):
+                    fh.write(chunk)
+                    md5.update(chunk)
+                    n += len(chunk)
+        finally:
+            with self._lock:
+                self.file_bytes += n
+        length = resp.headers.get("Content-Length")
+        if length is not None and int(length) != n:
+            raise http.TransferError(f"{rel}: got {n} of {length} bytes")
+        want_md5 = _goog_md5(resp.headers)
+        if want_md5 and base64.b64encode(md5.digest()).decode() != want_md5:
+            raise http.TransferError(f"{rel}: MD5 differs from the server's x-goog-hash")
 
     def _check_download(self, tmp: Path, rel: str, expect: ZipEntry | None) -> tuple[int, int]:
         """Unwrap a zipped download, check it against the archive directory (when at hand) and
@@ -616,19 +674,13 @@ def _into_raw_dir(f: _Fetcher, rels: list[str], raw_dir: Path, linker: Linker) -
 def _summary(
     f: _Fetcher, raw_dir: Path, version: int | None, rels: list[str], t0: float
 ) -> dict[str, Any]:
-    """Write the manifest; the run's summary."""
+    """Write the manifest (what was fetched) and append the run's summary (how) to the cache's
+    ``fetches.jsonl``; the summary."""
     z, api = f.zip, f.api
     header = {
         "source": "kaggle",
         "dataset": f"{api.owner}/{api.slug}",
         "version": version,
-        "endpoint": api.endpoint,
-        "method": "+".join(sorted(f.modes)) or "cache",
-        "archive": (
-            {"url": z.public_url, "size": z.location.archive_size, "entries": len(z.entries)}
-            if z is not None and z.location is not None
-            else None
-        ),
         "n_images": len(rels),
     }
     rows = [f.rows[r] for r in list(nih.METADATA_FILES) + rels if r in f.rows]
@@ -636,15 +688,25 @@ def _summary(
     transferred = [r for r in rows if r["transferred"]]
     summary = {
         **header,
+        "endpoint": api.endpoint,
+        "method": "+".join(sorted(f.modes)) or "cache",
+        "archive": (
+            {"url": z.public_url, "size": z.location.archive_size, "entries": len(z.entries)}
+            if z is not None and z.location is not None
+            else None
+        ),
         "n_transferred": len(transferred),
         "n_from_cache": len(rows) - len(transferred),
         "bytes_images": sum(int(r["size"]) for r in rows if r["path"].endswith(".png")),
         "bytes_transferred": (z.stats.bytes if z else 0) + f.file_bytes,
         "http_requests": (z.stats.requests if z else 0) + f.file_requests + api.calls,
+        "url_refreshes": z.refreshes if z else 0,
         "retries": f.policy.retries,
         "seconds": round(time.monotonic() - t0, 3),
         "manifest": str(manifest),
     }
+    with open(f.cache_root / "fetches.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **summary}) + "\n")
     log.info(
         "kaggle: %d image(s) in %s: %d transferred, %d from the cache, %.1f MB over the network in %.1f s",
         len(rels),
@@ -674,7 +736,7 @@ def fetch(
     policy = http.RetryPolicy(
         max_retries=params.max_retries, max_backoff=params.max_backoff, timeout=params.timeout
     )
-    creds = creds_mod.find()  # before any request: a missing token stops here
+    creds = creds_mod.find(params.endpoint)  # before any request: a missing token stops here
     api = KaggleApi(
         params.dataset, creds=creds, policy=policy, endpoint=params.endpoint, version=version
     )

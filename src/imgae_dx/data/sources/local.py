@@ -344,18 +344,16 @@ def _summary(mirror: _Mirror, link: str, n_images: int, t0: float) -> dict[str, 
         if from_archives == n_images and n_images
         else ("folders" if not from_archives else "folders+archives")
     )
-    header = {
-        "source": "local",
-        "root": str(mirror.root),
-        "layout": layout,
-        "link": link,
-        "n_images": n_images,
-    }
+    # The manifest says what was placed, not from which folder of this machine nor how.
+    header = {"source": "local", "n_images": n_images}
     manifest = write_manifest(mirror.raw_dir, header, mirror.rows)
     counts = dict(mirror.linker.counts)
     log.info("local: %d image(s), %.1f MB, placed %s", n_images, total / 1e6, counts)
     return {
         **header,
+        "root": str(mirror.root),
+        "layout": layout,
+        "link": link,
         "bytes_images": total,
         "placed": counts,
         "n_extracted": mirror.n_extracted,

@@ -332,10 +332,13 @@ class RemoteZip:
     """A zip archive behind a URL that answers Range requests.
 
     ``url_source(refresh)`` returns the current download URL; it is called with ``refresh=True``
-    when the URL stops working (401/403/410: a signed URL expired) to obtain a fresh one.
+    when the URL stops working (:func:`http.signed_url_expired`: 401/403/410, or Cloud Storage's
+    ``400 ExpiredToken``) to obtain a fresh one. A multi-hour fetch outlives many signed URLs, so
+    refreshes have no lifetime cap; only a fresh URL refused again and again before any range
+    succeeds with it (``MAX_FRESH_REFUSALS`` in a row) ends the fetch.
     """
 
-    MAX_URL_REFRESHES = 3
+    MAX_FRESH_REFUSALS = 3
 
     def __init__(
         self,
@@ -348,7 +351,8 @@ class RemoteZip:
         self._url_source = url_source
         self._url = url_source(False)
         self._url_lock = threading.Lock()
-        self._refreshes = 0
+        self._refusals = 0  # fresh URLs refused in a row, without a range served in between
+        self.refreshes = 0
         self.policy = policy
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.workers = workers
@@ -379,11 +383,15 @@ class RemoteZip:
         with self._url_lock:
             if self._url != used:
                 return  # another worker already refreshed it
-            if self._refreshes >= self.MAX_URL_REFRESHES:
+            if self._refusals >= self.MAX_FRESH_REFUSALS:
                 raise http.HTTPStatusError(
-                    status, used, detail="download URL refused even after refreshing it"
+                    status,
+                    used,
+                    detail=f"download URL refused {self._refusals} times in a row, each time just "
+                    "after refreshing it",
                 )
-            self._refreshes += 1
+            self._refusals += 1
+            self.refreshes += 1
             log.info("download URL answered HTTP %d; asking the API for a fresh one", status)
             self._url = self._url_source(True)
 
@@ -408,13 +416,14 @@ class RemoteZip:
         try:
             http.raise_for_status(resp, url)
         except http.HTTPStatusError as e:
-            if e.status in (401, 403, 410):
+            if http.signed_url_expired(e):
                 self._refresh_url(url, e.status)
                 raise http.TransferError(
                     f"download URL refused (HTTP {e.status}); retrying with a fresh one"
                 ) from e
             raise
         resp.range_ = self._check_range(resp, url, start, end, suffix)  # type: ignore[attr-defined]
+        self._refusals = 0  # this URL works: the next expiry may refresh again
         return resp
 
     def _check_range(

@@ -1,0 +1,109 @@
+"""Training seeds through the real `dvc repro`: a tiny workspace with two architectures.
+
+It runs with ``seeds: [0]``, then adds seed 1: only the new seed's branches (and the report)
+run, the data split is untouched, each seed has its own model, curve and scores, and the
+report's seed ensemble and mean ± sd agree with numbers recomputed here from the per-seed
+score files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from tests.conftest import run_checked, tiny_workspace
+
+MODELS = ["ae", "unet"]
+SPLIT_FILES = [f"data/split/{n}.csv" for n in ("train", "val", "test")] + [
+    f"data/prepared/{n}.npy" for n in ("train", "val", "test")
+]
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _digests(ws, files) -> dict[str, str]:
+    return {f: hashlib.sha256((ws / f).read_bytes()).hexdigest() for f in files}
+
+
+def _test_scores(ws, arch: str, seed: int) -> pd.DataFrame:
+    df = pd.read_csv(ws / f"reports/scores/{arch}/seed{seed}.csv", dtype={"image": str})
+    return df[df["split"] == "test"].set_index("image").sort_index()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_adding_a_seed_trains_only_it_and_the_report_aggregates_both(tmp_path):
+    ws = tmp_path / "repo"
+    ws.mkdir()
+    env = tiny_workspace(ws, {"models": MODELS, "seeds": [0], "report": {"bootstrap": 20}})
+    dvc = [sys.executable, "-m", "dvc"]
+    first = run_checked([*dvc, "repro"], ws, env).stdout
+    assert {"train@ae-0", "score@unet-0", "split"} <= _ran(first)
+    split_before = _digests(ws, SPLIT_FILES)
+    model0 = _digests(ws, ["models/ae/seed0.pt", "models/unet/seed0.pt"])
+    one_seed = json.loads((ws / "reports/metrics.json").read_text())
+    assert "seeds" not in one_seed  # one seed: the report reads as before
+    assert "Training seeds" not in (ws / "reports/report.md").read_text()
+
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    second = run_checked([*dvc, "repro"], ws, env).stdout
+    new = {f"{s}@{m}-1" for s in ("train", "score") for m in MODELS}
+    assert _ran(second) == {"check", "report"} | new, second
+
+    # The split and the prepared data do not depend on the training seed; seed 0 kept its model.
+    assert _digests(ws, SPLIT_FILES) == split_before
+    assert _digests(ws, list(model0)) == model0
+    for arch in MODELS:
+        ck0 = torch.load(ws / f"models/{arch}/seed0.pt", weights_only=True)
+        ck1 = torch.load(ws / f"models/{arch}/seed1.pt", weights_only=True)
+        assert (ck0["params"]["seed"], ck1["params"]["seed"]) == (0, 1)
+        assert ck0["params"]["split_seed"] == ck1["params"]["split_seed"] == params["seed"]
+        w0, w1 = ck0["state_dict"], ck1["state_dict"]
+        assert any(not torch.equal(w0[k], w1[k]) for k in w0), arch  # another initialisation
+        assert (ws / f"reports/train/{arch}/seed1.csv").is_file()
+    _check_report(ws)
+
+    con = sqlite3.connect(ws / "mlflow-test.db")
+    names = {r[0] for r in con.execute("select name from runs")}
+    con.close()
+    assert {"train@ae-1", "score@unet-1"} <= names
+
+
+def _check_report(ws) -> None:
+    """metrics.json against numbers recomputed from the per-seed score files."""
+    metrics = json.loads((ws / "reports/metrics.json").read_text())
+    assert metrics["seeds"]["seeds"] == [0, 1]
+    for arch in MODELS:
+        s0, s1 = _test_scores(ws, arch, 0), _test_scores(ws, arch, 1)
+        assert s0.index.equals(s1.index) and (s0["label"] == s1["label"]).all()
+        per_seed = [roc_auc_score(s["label"], s["score"]) for s in (s0, s1)]
+        block = metrics["seeds"]["models"][arch]
+        assert block["n_seeds"] == 2
+        for k, auroc in enumerate(per_seed):
+            assert block["per_seed"][str(k)]["auroc"] == pytest.approx(auroc, abs=1e-5)
+            lo, hi = block["per_seed"][str(k)]["auroc_ci95"]
+            assert lo <= block["per_seed"][str(k)]["auroc"] <= hi
+        assert block["auroc_mean"] == pytest.approx(np.mean(per_seed), abs=1e-5)
+        assert block["auroc_sd"] == pytest.approx(np.std(per_seed, ddof=1), abs=1e-5)
+        ensemble = roc_auc_score(s0["label"], (s0["score"] + s1["score"]) / 2)
+        assert metrics["models"][arch]["auroc"] == pytest.approx(ensemble, abs=1e-5)
+        assert {f"{arch}/seed0", f"{arch}/seed1"} <= set(metrics["training"]["models"])
+    md = (ws / "reports/report.md").read_text()
+    assert "### Training seeds" in md and "(n=2)" in md
+    assert "training seeds 0, 1" in md
+    mean, sd = (metrics["seeds"]["models"]["ae"][k] for k in ("auroc_mean", "auroc_sd"))
+    assert f"{mean:.3f} ± {sd:.3f} (n=2)" in md
