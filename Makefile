@@ -22,7 +22,7 @@ STAMP      := $(VENV)/.imgae-dx-installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: repro test lint format env lock clean-venv
+.PHONY: repro test lint format env lock clean-venv bench
 
 env: $(STAMP)
 
@@ -58,6 +58,12 @@ repro: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 0; fi; exit $$rc
+
+# Benchmarks -> benchmarks/results/*.json -> BENCHMARKS.md (about 10 min on 2 quiet cores);
+# BENCH_QUICK=1 is a smoke run at minimal sizes into .bench-quick/.
+BENCH_QUICK ?=
+bench: $(STAMP)
+	$(PY) benchmarks/run_bench.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick,)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src stages tests benchmarks

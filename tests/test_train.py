@@ -258,8 +258,13 @@ def test_device_helpers() -> None:
             resolve_device("cuda:1")
     cpu = torch.device("cpu")
     assert isinstance(autocast_context(cpu, True), contextlib.nullcontext)
-    x = torch.zeros(2, 1, 4, 4)
-    assert to_channels_last(x, cpu) is x
+    x = torch.zeros(2, 3, 4, 4)
+    assert to_channels_last(x, cpu).is_contiguous(memory_format=torch.channels_last)
+    assert not to_channels_last(x, torch.device("meta")).is_contiguous(
+        memory_format=torch.channels_last
+    )  # MPS and others: left as is
+    y = torch.zeros(2, 4)
+    assert to_channels_last(y, cpu) is y  # not 4-D
 
 
 def test_schedule_is_a_torch_lr_scheduler(data) -> None:

@@ -1,10 +1,12 @@
 """Device selection and mixed-precision helpers.
 
 ``resolve_device("auto")`` picks CUDA, then Apple MPS, then CPU. On CUDA the training loop runs
-under bf16 autocast (same exponent range as float32, so no GradScaler is needed) with
-channels-last tensors, which lets cuDNN pick tensor-core kernels for the 2-D convolutions.
-Everywhere else autocast is a no-op: CPU bf16 autocast is slower than float32 for these small
-convolutional nets and changes the numbers, and CPU runs must stay bit-reproducible.
+under bf16 autocast (same exponent range as float32, so no GradScaler is needed). On CUDA and on
+the CPU it trains with channels-last tensors: cuDNN picks tensor-core kernels for them, and
+oneDNN's CPU convolutions skip a layout reorder per call (BENCHMARKS.md, section 1: measured
+per architecture against the same loop without it). Everywhere but CUDA autocast is a no-op:
+CPU bf16 autocast speeds training only on CPUs with bf16 instructions (AVX512-BF16, AMX), so
+the metrics would depend on the machine, and CPU runs must stay bit-reproducible.
 """
 
 from __future__ import annotations
@@ -129,12 +131,12 @@ def autocast_factory(
 
 
 def uses_channels_last(device: torch.device) -> bool:
-    """Channels-last pays off only for cuDNN convolutions."""
-    return device.type == "cuda"
+    """Channels-last pays off for cuDNN and oneDNN (CPU) convolutions; MPS is left as is."""
+    return device.type in ("cuda", "cpu")
 
 
 def to_channels_last(obj: M, device: torch.device) -> M:
-    """Convert a module (in place) or a 4-D tensor to channels-last memory format on CUDA.
+    """Convert a module (in place) or a 4-D tensor to channels-last memory format on CUDA/CPU.
 
     A no-op on other devices and for tensors that are not 4-D.
     """
@@ -189,7 +191,7 @@ def torch_runtime(
 
 
 def images_to_tensor(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1] on ``device`` (channels-last on CUDA).
+    """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1] on ``device`` (channels-last on CUDA/CPU).
 
     Only the batch is converted, so a data set never exists as a float copy in memory.
     """

@@ -15,8 +15,8 @@ Reproducibility:
       atomically after every epoch, and ``config.resume`` continues from it exactly:
       4 epochs straight and 2 epochs + crash + resume give the same weights and history.
 
-On CUDA the step runs under bf16 autocast with channels-last tensors (no GradScaler: bf16 has
-float32's exponent range); on CPU both are off.
+On CUDA the step runs under bf16 autocast (no GradScaler: bf16 has float32's exponent range);
+on CUDA and CPU with channels-last tensors (:mod:`imgae_dx.device`).
 
 Under ``torchrun`` (a process group joined by :func:`imgae_dx.distributed.process_group`) each
 global batch is split over the processes and gradients, BatchNorm statistics, training noise
