@@ -242,7 +242,9 @@ def test_a_fresh_clone_pulls_results_from_the_remote_and_reproduces_nothing(repo
     # (the synthetic source is deterministic).
     bare = tmp_path / "bare"
     run_checked(["git", "clone", "-q", str(ws), str(bare)], tmp_path, env)
-    run_checked(DVC + ["pull", "split", "prepare", "train", "score", "report"], bare, env2)
+    run_checked(
+        DVC + ["pull", "split", "prepare", "train", "score", "detector", "report"], bare, env2
+    )
     assert not (bare / "data/raw").exists()
     ran = _ran(run_checked(DVC + ["repro"], bare, env2).stdout)
     assert ran == {"check", "fetch"}, ran

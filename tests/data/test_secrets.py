@@ -282,7 +282,14 @@ def test_nothing_secret_reaches_the_mlflow_store(tmp_path, server, monkeypatch):
     use_credentials(kind, tmp_path / "home", monkeypatch)
     ws = _workspace(tmp_path, server.endpoint)
     echo(server, "survived")
-    for stage in (["fetch"], ["split"], ["prepare"], ["train", "ae"], ["score", "ae"], ["report"]):
+    for stage in (
+        ["fetch"],
+        ["split"],
+        ["prepare"],
+        ["train", "ae", "0"],
+        ["score", "ae", "0"],
+        ["report"],
+    ):
         proc = _stage(ws, f"stages/{stage[0]}.py", *stage[1:])
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert not leaks(proc.stdout + proc.stderr, kind), stage
