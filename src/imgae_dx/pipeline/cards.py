@@ -101,23 +101,25 @@ def _ensemble(result: dict, arch: str) -> dict:
 def _register(run: tracking.Run, metas: dict[str, dict[int, dict]]) -> dict[str, dict]:
     """Every seed's detector as a version of ``imgae-dx-<arch>``, the first seed's last (so
     ``latest`` is it); ``{arch: {seed: version}}``."""
-    from imgae_dx.mlflow_model import example_film, save_pyfunc
-
     versions: dict[str, dict] = {}
     for arch, by_seed in metas.items():
         first, *rest = list(by_seed)
-        versions[arch] = {}
-        for seed in [*rest, first]:
-            meta = by_seed[seed]
-            with tempfile.TemporaryDirectory() as tmp:
-                film = example_film(int(meta["training"]["film_sides"][1]))
-                model_dir = save_pyfunc(Path(tmp) / "model", paths.detector(arch, seed),
-                                        paths.model_card(arch), film)  # fmt: skip
-                versions[arch][seed] = run.log_model(
-                    model_dir, f"detector_{arch}_seed{seed}", f"imgae-dx-{arch}",
-                    tags={"arch": arch, "seed": seed}, aliases=[f"seed{seed}"],
-                )  # fmt: skip
+        versions[arch] = {k: _register_one(run, arch, k, by_seed[k]) for k in [*rest, first]}
     return versions
+
+
+def _register_one(run: tracking.Run, arch: str, seed: int, meta: dict) -> str | None:
+    """Log seed ``seed``'s detector as a pyfunc model; register it, tagged and aliased."""
+    from imgae_dx.mlflow_model import example_film, save_pyfunc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        film = example_film(int(meta["training"]["film_sides"][1]))
+        model_dir = save_pyfunc(Path(tmp) / "model", paths.detector(arch, seed),
+                                paths.model_card(arch), film)  # fmt: skip
+        return run.log_model(
+            model_dir, f"detector_{arch}_seed{seed}", f"imgae-dx-{arch}",
+            tags={"arch": arch, "seed": seed}, aliases=[f"seed{seed}"],
+        )  # fmt: skip
 
 
 def _read_json(path: Path) -> dict:
