@@ -78,3 +78,25 @@ def test_seed_result_picks_the_seed_of_the_card():
         "seeds": {"models": {"ae": {"per_seed": {"0": {"auroc": 0.5}, "1": {"auroc": 0.6}}}}},
     }
     assert seed_result(several, "ae", 1) == {"auroc": 0.6}
+
+
+def test_seeds_section_lists_every_seed_and_the_ensemble():
+    from imgae_dx.model_card import seeds_section
+
+    rp = make_params().report
+    other = {**META, "threshold": {**META["threshold"], "value": 0.02}}
+    seed1 = {"auroc": 0.61, "auroc_ci95": [0.5, 0.7], "auprc": 0.6, "auprc_ci95": [0.5, 0.7],
+             "threshold": {"sensitivity": 0.3, "specificity": 0.9}}  # fmt: skip
+    ensemble = {**RESULT, "threshold": {**RESULT["threshold"], "value": 0.015},
+                "spread": {"n_seeds": 2, "auroc_mean": 0.66, "auroc_sd": 0.07,
+                           "auprc_mean": 0.64, "auprc_sd": 0.05}}  # fmt: skip
+    rows = [(3, "d/ae/seed3.pt", META, RESULT), (4, "d/ae/seed4.pt", other, seed1)]
+    text = seeds_section("ae", rows, ensemble, rp)
+    assert "| 3 | `d/ae/seed3.pt` | 0.0123456 | 0.712 [0.650, 0.770] | 0.681 [0.610, 0.740] | " \
+        "0.210 | 0.953 | `models:/imgae-dx-ae@seed3` |" in text  # fmt: skip
+    assert "| 4 | `d/ae/seed4.pt` | 0.02 | 0.610 [0.500, 0.700] |" in text
+    assert "| ensemble | (not a detector) | 0.015 | 0.712 [0.650, 0.770] |" in text
+    assert "`models:/imgae-dx-ae/latest` is seed 3's" in text
+    assert "AUROC 0.660 ± 0.070" in text
+    card = model_card(META, RESULT, [], rp, "d/ae/seed3.pt", text)
+    assert card.index("## Every training seed's detector") < card.index("## Known limitations")

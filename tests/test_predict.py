@@ -242,3 +242,49 @@ def test_cli_predict_and_export(ae_detector, tmp_path, capsys, monkeypatch):
     assert main(["predict", "broken.pt", "films", "--out", "out2"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: broken.pt: unreadable detector file")
+
+
+def test_the_readme_dicom_reads_back_as_its_png(tmp_path, monkeypatch):
+    """The README's DICOM snippet, run as written: MONOCHROME1, 12 bits, its window -> the
+    PNG's own pixels, so it scores as the PNG does."""
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    snippet = next(s for s in re.findall(r"```python\n(.*?)```", readme, re.S) if "pydicom" in s)
+    px = film_pixels(1)[0]
+    (tmp_path / "data/raw/images_003/images").mkdir(parents=True)
+    Image.fromarray(px).save(tmp_path / "data/raw/images_003/images/00000001_000.png")
+    (tmp_path / "data/raw/test_list.txt").write_text("00000001_000.png\n")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    film = read_film(tmp_path / "my_films/film.dcm")
+    assert film.view == "PA" and 0 < px.min() and px.max() < 255  # not the full range
+    np.testing.assert_array_equal(np.asarray(film.image), px)
+
+
+def test_dicom_without_pixel_data_is_refused(tmp_path):
+    p = write_dicom(tmp_path / "a.dcm", film_pixels(1)[0])
+    import pydicom
+
+    ds = pydicom.dcmread(p)
+    del ds.PixelData
+    ds.save_as(tmp_path / "report.dcm")
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    for name in ("report.dcm", "junk.dcm"):
+        with pytest.raises(FilmError, match="DICOM without pixel data"):
+            read_film(tmp_path / name)
+
+
+def test_unusable_detectors_are_one_line_errors(ae_detector, tmp_path):
+    import torch
+
+    with pytest.raises(DetectorError, match="a folder, not a detector file"):
+        load_detector(tmp_path)
+    obj = torch.load(ae_detector, weights_only=True)
+    obj["state_dict"] = {k: v[..., :1] if v.dim() else v for k, v in obj["state_dict"].items()}
+    torch.save(obj, tmp_path / "cut.pt")
+    with pytest.raises(DetectorError, match="the weights do not fit the network") as e:
+        load_detector(tmp_path / "cut.pt")
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300

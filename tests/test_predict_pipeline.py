@@ -14,12 +14,13 @@ import pytest
 from tests.conftest import run_checked, tiny_workspace
 
 MODELS = ["ae", "ra"]  # one residual map, one CLAHE x saliency map
+ONNX_MODELS = ["ae", "vae", "unet", "ra"]  # every architecture, for the ONNX parity
 
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     ws = tmp_path_factory.mktemp("repo")
-    env = tiny_workspace(ws, {"models": MODELS})
+    env = tiny_workspace(ws, {"models": ONNX_MODELS})
     run_checked([sys.executable, "-m", "dvc", "repro", "cards"], ws, env, timeout=1500)
     return ws, env
 
@@ -64,17 +65,47 @@ def test_model_cards_and_registered_models(repro):
     db = env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
     with sqlite3.connect(db) as con:
         names = {r[0] for r in con.execute("select name from registered_models")}
-    assert {f"imgae-dx-{a}" for a in MODELS} <= names
+        aliases = {
+            (n, a) for n, a in con.execute("select name, alias from registered_model_aliases")
+        }
+    assert {f"imgae-dx-{a}" for a in ONNX_MODELS} <= names
+    assert {(f"imgae-dx-{a}", "seed0") for a in ONNX_MODELS} <= aliases
+
+
+def _ulp_shift(det, images: np.ndarray, draws: int = 3) -> float:
+    """How far the torch path's own scores move when its x̂ moves by one float32 ulp (each
+    pixel up or down at random, ``draws`` seeded draws): the largest |Δscore| over films."""
+    import torch
+
+    from imgae_dx import scoring
+    from imgae_dx.inference import _score_batch, method_map
+
+    m = det.method
+    with torch.inference_mode():
+        x, xh, amap = _score_batch(det.model.cpu().eval(), images, m, torch.device("cpu"), None)
+    base = scoring.image_scores(amap, m.reduce)
+    rng, shift = np.random.default_rng(0), 0.0
+    for _ in range(draws):
+        away = np.where(rng.random(xh.shape) < 0.5, -1.0, 2.0).astype(np.float32)
+        moved = np.clip(np.nextafter(xh, away), 0, 1)
+        got = scoring.image_scores(method_map(x, moved, m), m.reduce)
+        shift = max(shift, float(np.abs(got - base).max()))
+    return shift
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize(("arch", "rtol"), [("ae", 0.0), ("ra", 2e-3)])
-def test_onnx_export_of_a_trained_detector_scores_like_torch(repro, arch, rtol):
-    """The residual map is in the graph: within 1e-4. The published RA map runs scikit-image's
-    CLAHE on x̂, which first rounds x̂ to 2^14 gray levels; ONNX Runtime's x̂ differs from
-    torch's by about 1 ulp, enough to move a pixel sitting on a rounding edge to the next
-    level, so its scores agree to a relative 2e-3, not to 1e-4 (docs/architecture.md)."""
+@pytest.mark.parametrize("arch", ONNX_MODELS)
+def test_onnx_export_of_a_trained_detector_scores_like_torch(repro, arch):
+    """ONNX Runtime scores the films as torch does, within 1e-4, for every map continuous in x̂.
+
+    The published RA map is not: scikit-image's CLAHE rounds x̂ to 16 bits, then to 2^14
+    levels in 256 bins, so where ONNX Runtime's x̂ differs from torch's by one float32 ulp (as
+    conv kernels do; no session option or exporter removes it, docs/architecture.md), a pixel
+    on a bin edge moves to the next bin and the score by up to ~1e-3 relative. The test
+    measures that on torch's own path (x̂ moved by ±1 ulp) and holds ONNX Runtime to it."""
+    from imgae_dx.predict import open_detector
+
     ws, env = repro
     films = sorted(str(p) for p in (ws / "data/raw").glob("images_00[12]/images/*.png"))[:40]
     det = f"models/detectors/{arch}/seed0.pt"
@@ -85,4 +116,18 @@ def test_onnx_export_of_a_trained_detector_scores_like_torch(repro, arch, rtol):
     a = pd.read_csv(ws / f"t_{arch}/predictions.csv")
     b = pd.read_csv(ws / f"o_{arch}/predictions.csv")
     assert a["error"].isna().all() and len(a) == len(films)
-    np.testing.assert_allclose(b["score"], a["score"], rtol=rtol, atol=1e-4)
+
+    images = np.load(ws / "data/prepared/test.npy")  # every test film, in process
+    detector, torch_scores = open_detector(ws / det, device="cpu")
+    _, ort_scores = open_detector(ws / f"{arch}.onnx")
+    ref = torch_scores(images, False).scores
+    ort_dev = float(np.abs(ort_scores(images, False).scores - ref).max())
+    shift = _ulp_shift(detector, images)
+    if arch != "ra":
+        assert shift < 1e-6  # continuous in x̂: float noise stays float noise
+        np.testing.assert_allclose(b["score"], a["score"], rtol=0, atol=1e-4)
+        assert ort_dev <= 1e-4
+    else:
+        assert shift > 1e-4  # the map's own sensitivity exceeds the 1e-4 target
+        assert ort_dev <= 3 * shift  # ... and ONNX Runtime stays within it
+        np.testing.assert_allclose(b["score"], a["score"], rtol=0, atol=3 * shift)

@@ -76,11 +76,55 @@ def test_adding_a_seed_trains_only_it_and_the_report_aggregates_both(tmp_path):
         assert any(not torch.equal(w0[k], w1[k]) for k in w0), arch  # another initialisation
         assert (ws / f"reports/train/{arch}/seed1.csv").is_file()
     _check_report(ws)
+    _check_cards(ws)
 
     con = sqlite3.connect(ws / "mlflow-test.db")
     names = {r[0] for r in con.execute("select name from runs")}
+    aliases = set(con.execute("select name, alias, version from registered_model_aliases"))
+    tags = dict(con.execute("select name || ':' || version, value from model_version_tags "
+                            "where key = 'seed'"))  # fmt: skip
+    latest = dict(con.execute("select name, max(version) from model_versions group by name"))
     con.close()
     assert {"train@ae-1", "score@unet-1"} <= names
+    for arch in MODELS:  # every seed's detector is a version, aliased and tagged with its seed
+        name = f"imgae-dx-{arch}"
+        by_alias = {a: v for n, a, v in aliases if n == name}
+        assert set(by_alias) == {"seed0", "seed1"} and by_alias["seed0"] != by_alias["seed1"]
+        for k in (0, 1):
+            assert tags[f"{name}:{by_alias[f'seed{k}']}"] == str(k)
+        assert latest[name] == by_alias["seed0"]  # models:/imgae-dx-<arch>/latest: the first seed
+
+
+def _check_cards(ws) -> None:
+    """Every seed's detector in its architecture's card, with figures recomputed here from its
+    score file and its detector's threshold."""
+    from imgae_dx.detector import load_detector
+
+    metrics = json.loads((ws / "reports/metrics.json").read_text())
+    for arch in MODELS:
+        card = (ws / f"reports/model_cards/{arch}.md").read_text()
+        assert "## Every training seed's detector" in card
+        rows = {r.split("|")[1].strip(): r for r in card.splitlines() if r.startswith("| ")}
+        for k in (0, 1):
+            test = _test_scores(ws, arch, k)
+            thr = load_detector(ws / f"models/detectors/{arch}/seed{k}.pt").meta["threshold"]
+            y, s = test["label"].to_numpy(), test["score"].to_numpy()
+            flagged = s > thr["value"]
+            sens, spec = flagged[y == 1].mean(), (~flagged[y == 0]).mean()
+            cells = [c.strip() for c in rows[str(k)].split("|")[1:-1]]
+            assert cells[1] == f"`models/detectors/{arch}/seed{k}.pt`"
+            assert cells[2] == f"{thr['value']:.6g}"
+            assert cells[3].startswith(f"{roc_auc_score(y, s):.3f} [")
+            assert cells[5:7] == [f"{sens:.3f}", f"{spec:.3f}"]
+            assert cells[7] == f"`models:/imgae-dx-{arch}@seed{k}`"
+        # the full sections describe seed 0: its own operating point, not the ensemble's
+        assert f"sensitivity {cells_of(rows, 0)[5]} and specificity {cells_of(rows, 0)[6]}" in card
+        ens = metrics["models"][arch]
+        assert cells_of(rows, "ensemble")[3].startswith(f"{ens['auroc']:.3f} [")
+
+
+def cells_of(rows: dict[str, str], key) -> list[str]:
+    return [c.strip() for c in rows[str(key)].split("|")[1:-1]]
 
 
 def _check_report(ws) -> None:

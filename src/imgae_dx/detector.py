@@ -171,6 +171,11 @@ def load_detector(path: str | os.PathLike) -> Detector:
         from imgae_dx.export import read_onnx_meta
 
         return Detector(read_onnx_meta(path))
+    if Path(path).is_dir():
+        raise DetectorError(
+            f"{where}: a folder, not a detector file; give one, e.g. "
+            "models/detectors/<arch>/seed<k>.pt"
+        )
     try:
         obj = read_checkpoint(path)
     except CheckpointError as e:
@@ -182,7 +187,11 @@ def load_detector(path: str | os.PathLike) -> Detector:
     except CheckpointError:
         raise
     except Exception as e:  # a state_dict that does not fit its model_args
-        raise DetectorError(f"{where}: the weights do not fit the network ({e}); rebuild it") from e
+        why = " ".join(str(e).split())  # torch's message spans lines: one line, shortened
+        why = why if len(why) <= 160 else why[:159] + "…"
+        raise DetectorError(
+            f"{where}: the weights do not fit the network ({why}); rebuild it"
+        ) from e
     _check_lpips(meta, where)
     return Detector(meta, model)
 

@@ -101,10 +101,11 @@ def _by_view(m: Mapping[str, Any], rp: ReportParams) -> list[str]:
 
 def model_card(
     meta: Mapping[str, Any], result: Mapping[str, Any] | None, caveats: Sequence[str],
-    rp: ReportParams, path: str | os.PathLike,
+    rp: ReportParams, path: str | os.PathLike, seeds: str = "",
 ) -> str:  # fmt: skip
     """The markdown card of the detector at ``path``; ``result``: the test figures of its model
-    in metrics.json (:func:`imgae_dx.pipeline.cards.seed_result`)."""
+    (:func:`imgae_dx.pipeline.cards.seed_figures`); ``seeds``: the section on every training
+    seed's detector (:func:`seeds_section`), before the limitations."""
     arch = meta["arch"]
     m = result or {}
     seed = meta["training"].get("seed")
@@ -131,6 +132,7 @@ def model_card(
         "",
         *_by_view(m, rp),
         "",
+        *([seeds] if seeds else []),
         "## Known limitations",
         "",
         *(f"- {c}" for c in caveats),
@@ -140,3 +142,58 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _seed_row(
+    seed: int, path: Any, meta: Mapping[str, Any], m: Mapping[str, Any], ck: str, arch: str
+):
+    thr = m.get("threshold") or {}
+    return (
+        seed, f"`{path}`", f"{meta['threshold']['value']:.6g}",
+        _ci(m.get("auroc"), m.get(f"auroc_{ck}")), _ci(m.get("auprc"), m.get(f"auprc_{ck}")),
+        fmt(thr.get("sensitivity")), fmt(thr.get("specificity")), f"`models:/imgae-dx-{arch}@seed{seed}`",
+    )  # fmt: skip
+
+
+def seeds_section(
+    arch: str, rows: Sequence[tuple[int, Any, Mapping[str, Any], Mapping[str, Any]]],
+    ensemble: Mapping[str, Any], rp: ReportParams,
+) -> str:  # fmt: skip
+    """The card's section on every training seed's detector (several seeds): ``rows`` of
+    (seed, detector path, its ``meta``, its test figures as
+    :func:`imgae_dx.pipeline.cards.seed_figures` gives them); ``ensemble``: the seed ensemble's
+    entry of metrics.json's ``models`` plus ``spread``, its ``seeds`` block entry."""
+    ck, level = ci_key(rp), f"{round(rp.ci * 100)} %"
+    head = ["seed", "detector", "threshold", f"AUROC [{level} CI]", f"AUPRC [{level} CI]",
+            "sensitivity", "specificity", "MLflow"]  # fmt: skip
+    body = [_seed_row(k, p, meta, m, ck, arch) for k, p, meta, m in rows]
+    thr, sp = ensemble.get("threshold") or {}, ensemble.get("spread") or {}
+    body.append((
+        "ensemble", "(not a detector)", f"{thr['value']:.6g}" if thr else "n/a",
+        _ci(ensemble.get("auroc"), ensemble.get(f"auroc_{ck}")),
+        _ci(ensemble.get("auprc"), ensemble.get(f"auprc_{ck}")),
+        fmt(thr.get("sensitivity")), fmt(thr.get("specificity")), "",
+    ))  # fmt: skip
+    first = rows[0][0]
+    lines = [
+        "## Every training seed's detector",
+        "",
+        f"This architecture was trained once per seed; each seed's network is a detector of its "
+        f"own, with its own threshold (the same percentile of its own validation normals). The "
+        f"sections above describe seed {first}'s. Sensitivity and specificity: what each "
+        "detector's threshold gave on the test films (`reports/scores/<arch>/seed<k>.csv`). "
+        "The seed ensemble (per film, the mean of the seeds' scores; the report's figures) is "
+        "not a detector. In MLflow, each seed's detector is a version of "
+        f"`imgae-dx-{arch}` with alias `seed<k>`; `models:/imgae-dx-{arch}/latest` is seed "
+        f"{first}'s.",
+        "",
+        table(head, body),
+    ]
+    if sp.get("auroc_mean") is not None:
+        lines += [
+            "",
+            f"Over the {sp.get('n_seeds')} seeds: AUROC {fmt(sp['auroc_mean'])} ± "
+            f"{fmt(sp.get('auroc_sd'))}, AUPRC {fmt(sp.get('auprc_mean'))} ± "
+            f"{fmt(sp.get('auprc_sd'))} (mean ± sd).",
+        ]
+    return "\n".join(lines) + "\n"

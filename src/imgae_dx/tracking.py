@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -421,9 +421,13 @@ class Run:
             with contextlib.suppress(Exception):
                 self._client.log_inputs(self.parent_id, datasets=inputs)
 
-    def log_model(self, model_dir: str | os.PathLike, artifact_path: str, name: str) -> str | None:
+    def log_model(
+        self, model_dir: str | os.PathLike, artifact_path: str, name: str, *,
+        tags: Mapping[str, Any] | None = None, aliases: Sequence[str] = (),
+    ) -> str | None:  # fmt: skip
         """Log the MLflow model directory ``model_dir`` under ``artifact_path`` and register it
-        as model ``name``; the new version, or None when logging is off or a call failed."""
+        as a new version of model ``name`` with version ``tags``, moving each of ``aliases`` to
+        it; the new version, or None when logging is off or a call failed."""
         if not self._call("log_model", "log_artifacts", str(model_dir), artifact_path):
             return None
         try:
@@ -435,7 +439,11 @@ class Run:
                 if e.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
             source = f"runs:/{self.run_id}/{artifact_path}"
-            return str(self._client.create_model_version(name, source, run_id=self.run_id).version)
+            vtags = {k: str(v) for k, v in (tags or {}).items()}
+            mv = self._client.create_model_version(name, source, run_id=self.run_id, tags=vtags)
+            for alias in aliases:
+                self._client.set_registered_model_alias(name, alias, mv.version)
+            return str(mv.version)
         except Exception as e:  # registering must never break a stage
             log.warning("MLflow store %s: registering %s failed: %s", shown_uri(self._uri),
                         name, describe_failure(e).what)  # fmt: skip

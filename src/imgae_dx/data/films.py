@@ -109,6 +109,8 @@ def _read_dicom(data: bytes) -> Film:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             raise FilmError(f"multi-frame DICOM ({frames} frames): export one frame per file")
+        if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            raise FilmError("DICOM without pixel data (a report, a DICOMDIR or a damaged file)")
         photometric = str(ds.get("PhotometricInterpretation", ""))
         if photometric not in ("MONOCHROME1", "MONOCHROME2"):
             raise FilmError(

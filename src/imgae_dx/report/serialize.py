@@ -104,6 +104,11 @@ def _strata(by: Mapping[str, Stratum], ck: str) -> dict:
     return {k: _stratum(v, ck) for k, v in by.items()}
 
 
+def strata_json(by: Mapping[str, Stratum], rp: ReportParams) -> dict:
+    """Strata as metrics.json writes them (``by_view``...): for the model cards."""
+    return _strata(by, ci_key(rp))
+
+
 def _threshold(t: OperatingPoint) -> dict:
     out = {
         "source": "val normals",
