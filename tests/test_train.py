@@ -169,7 +169,7 @@ def _bf16_channels_last_on_cpu(monkeypatch) -> list[bool]:
 
     entered: list[bool] = []
 
-    def bf16_factory(device, enabled=True):
+    def bf16_factory(device, enabled=True, cpu_bf16=False):
         def factory():
             entered.append(enabled)
             return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
@@ -257,7 +257,7 @@ def test_device_helpers() -> None:
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:1")
     cpu = torch.device("cpu")
-    assert isinstance(autocast_context(cpu, True), contextlib.nullcontext)
+    assert isinstance(autocast_context(cpu, True), contextlib.nullcontext)  # cpu_bf16 is opt-in
     x = torch.zeros(2, 3, 4, 4)
     assert to_channels_last(x, cpu).is_contiguous(memory_format=torch.channels_last)
     assert not to_channels_last(x, torch.device("meta")).is_contiguous(
@@ -287,3 +287,43 @@ def test_trains_on_cuda(name: str, data, tmp_path) -> None:
     )  # fmt: skip
     assert res.device.startswith("cuda") and np.isfinite(res.best_val_loss)
     assert "cuda" in torch.load(tmp_path / "c.ckpt", weights_only=True)["rng"]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16_instructions(native, monkeypatch) -> None:
+    """``train.cpu_bf16`` turns on bf16 autocast on the CPU only where it is native; elsewhere
+    (and with ``amp`` off) the step runs in float32, and the resume fingerprint says which."""
+    import imgae_dx.device as device_mod
+    from imgae_dx.checkpoint import fingerprint
+
+    monkeypatch.setattr(device_mod, "cpu_bf16_native", lambda: native)
+    cpu, conv = torch.device("cpu"), torch.nn.Conv2d(1, 2, 3)
+    x = torch.rand(1, 1, 8, 8)
+    for amp, cpu_bf16, want in ((True, True, native), (True, False, False), (False, True, False)):
+        assert device_mod.bf16_autocast(cpu, amp, cpu_bf16) is want
+        with device_mod.autocast_factory(cpu, amp, cpu_bf16)():
+            assert conv(x).dtype == (torch.bfloat16 if want else torch.float32)
+    assert not device_mod.bf16_autocast(torch.device("mps"), True, True)
+    model, images = tiny_model("ae", SIZE), phantoms_uint8(4, 0, SIZE)
+    prints = [
+        fingerprint(model, TrainParams(cpu_bf16=flag), cpu, seed=0, train_images=images,
+                    val_images=images)["settings"]["amp"]
+        for flag in (False, True)
+    ]  # fmt: skip
+    assert prints == [False, native]
+
+
+def test_cpu_bf16_training_is_reproducible_and_named(data, monkeypatch) -> None:
+    """Where the CPU has bf16 instructions, a cpu_bf16 run trains under autocast, says so in
+    its device, and gives the same weights twice."""
+    from imgae_dx.device import cpu_bf16_native
+
+    if not cpu_bf16_native():
+        pytest.skip("this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+    runs = [run("ae", data, epochs=2, batch_size=16, cpu_bf16=True) for _ in range(2)]
+    assert runs[0].device.endswith("bf16 autocast")
+    for k, v in runs[0].best_state_dict.items():
+        assert torch.equal(v, runs[1].best_state_dict[k]), k
+    plain = run("ae", data, epochs=2, batch_size=16, cpu_bf16=False)
+    assert "bf16" not in plain.device
+    assert plain.best_val_loss != runs[0].best_val_loss  # autocast really changed the numerics

@@ -23,11 +23,13 @@ device, and a resumed run sees the same augmented batches as an uninterrupted on
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from imgae_dx.config import AugmentMode
 
 __all__ = [
     "AUGMENTS",
@@ -40,7 +42,6 @@ __all__ = [
 ]
 
 #: ``train.augment``: ``off`` (none) or ``affine_flip`` (the RA reference's affine + flip).
-AugmentMode = Literal["off", "affine_flip"]
 AUGMENTS: tuple[str, ...] = get_args(AugmentMode)
 
 

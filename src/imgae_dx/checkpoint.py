@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from imgae_dx.config import LAUNCH_KEYS, TrainParams
+from imgae_dx.device import bf16_autocast
 from imgae_dx.errors import UserError
 from imgae_dx.io import save_torch
 
@@ -143,14 +144,15 @@ def fingerprint(
     schedule does not depend on it (constant, multistep): a library caller may then extend
     a finished run and it continues exactly as a longer run would (the pipeline removes the
     state of a finished run, so there it never applies).
-    ``device`` and ``amp`` count as what they do: the device kind trained on, and whether
-    bf16 autocast was on (only on CUDA).
+    ``device``, ``amp`` and ``cpu_bf16`` count as what they do: the device kind trained on, and
+    whether bf16 autocast was on (:func:`imgae_dx.device.bf16_autocast`).
     """
     kept = config.model_dump(exclude={"resume", *LAUNCH_KEYS})
     if config.scheduler != "cosine":
         kept.pop("epochs")
     kept["device"] = device.type
-    kept["amp"] = bool(config.amp and device.type == "cuda")
+    kept["amp"] = bf16_autocast(device, config.amp, config.cpu_bf16)
+    kept.pop("cpu_bf16", None)  # folded into amp: what autocast did, not how it was asked
     return _jsonable(
         {
             "model": type(model).__name__,

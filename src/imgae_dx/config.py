@@ -45,7 +45,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from imgae_dx import scoring
-from imgae_dx.augment import AugmentMode
 from imgae_dx.data import nih
 from imgae_dx.errors import UserError
 
@@ -186,6 +185,11 @@ Scheduler = Literal["cosine", "none", "multistep"]
 LAUNCHERS: tuple[str, ...] = ("python", "python3", "torchrun")
 
 
+#: ``train.augment``: the training batches' augmentation (:mod:`imgae_dx.augment`). Named here,
+#: not there, so that validating params.yaml does not import torch.
+AugmentMode = Literal["off", "affine_flip"]
+
+
 class TrainParams(_Block):
     """``train``: the training loop's settings (:func:`imgae_dx.train.train_model`).
 
@@ -208,7 +212,8 @@ class TrainParams(_Block):
     val_batch_size: PositiveInt | None = None  # None: 2 x batch_size
     max_train_batches_per_epoch: PositiveInt | None = None  # cap (quick runs, tests)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # bf16 autocast on CUDA (no effect elsewhere)
+    amp: bool = True  # bf16 autocast on CUDA (and on the CPU with cpu_bf16)
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with bf16 instructions too (device.py)
     resume: bool = True  # continue an interrupted run from models/.resume (same settings only)
     num_threads: PositiveInt | None = None  # torch CPU threads; None: torch's default
     launcher: str = "python"  # the train stage's command: python, or a torchrun line
@@ -245,7 +250,9 @@ class TrainParams(_Block):
 
 
 #: Machine and run settings that stay global (not overridable in ``arch.<name>``).
-GLOBAL_TRAIN_KEYS: tuple[str, ...] = ("device", "amp", "resume", "num_threads", "launcher")
+GLOBAL_TRAIN_KEYS: tuple[str, ...] = (
+    "device", "amp", "cpu_bf16", "resume", "num_threads", "launcher",
+)  # fmt: skip
 #: How a training run was started, not what it computes: kept out of the model file and the
 #: resume fingerprint (N processes with the same global batch train the same model).
 LAUNCH_KEYS: frozenset[str] = frozenset({"launcher"})

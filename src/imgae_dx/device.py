@@ -4,9 +4,12 @@
 under bf16 autocast (same exponent range as float32, so no GradScaler is needed). On CUDA and on
 the CPU it trains with channels-last tensors: cuDNN picks tensor-core kernels for them, and
 oneDNN's CPU convolutions skip a layout reorder per call (BENCHMARKS.md, section 1: measured
-per architecture against the same loop without it). Everywhere but CUDA autocast is a no-op:
-CPU bf16 autocast speeds training only on CPUs with bf16 instructions (AVX512-BF16, AMX), so
-the metrics would depend on the machine, and CPU runs must stay bit-reproducible.
+per architecture against the same loop without it). On the CPU, bf16 autocast is opt-in
+(``train.cpu_bf16``) and only where the CPU computes bf16 natively (AVX512-BF16 or AMX,
+:func:`cpu_bf16_native`): elsewhere oneDNN would emulate it, slower than float32. Where it
+applies it trains 1.3-1.4x faster (BENCHMARKS.md, section 1) and stays bit-reproducible on the
+same machine, but its metrics differ from a float32 run's (another CPU, or ``cpu_bf16: false``)
+by more than rounding: :func:`bf16_autocast` decides, and the checkpoint records what it decided.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from torch import nn
 __all__ = [
     "autocast_context",
     "autocast_factory",
+    "bf16_autocast",
+    "cpu_bf16_native",
     "describe_device",
     "images_to_tensor",
     "inference_device",
@@ -104,19 +109,40 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-def autocast_context(device: torch.device, enabled: bool = True) -> AbstractContextManager:
-    """bf16 autocast on CUDA when ``enabled``; a ``nullcontext`` anywhere else.
+def cpu_bf16_native() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX tiles) for oneDNN to use."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def bf16_autocast(device: torch.device, amp: bool = True, cpu_bf16: bool = False) -> bool:
+    """Whether training on ``device`` runs under bf16 autocast: ``train.amp`` on CUDA;
+    ``train.amp`` and ``train.cpu_bf16`` on a CPU with native bf16 (:func:`cpu_bf16_native`);
+    never on MPS."""
+    if not amp:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cpu_bf16 and cpu_bf16_native()
+
+
+def autocast_context(
+    device: torch.device, enabled: bool = True, cpu_bf16: bool = False
+) -> AbstractContextManager:
+    """bf16 autocast where :func:`bf16_autocast` says so (``enabled`` is ``train.amp``);
+    a ``nullcontext`` anywhere else.
 
     Losses should still be reduced in float32 (``x_hat.float()``); the models in
     :mod:`imgae_dx.models` do so.
     """
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if bf16_autocast(device, enabled, cpu_bf16):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def autocast_factory(
-    device: torch.device, enabled: bool = True
+    device: torch.device, enabled: bool = True, cpu_bf16: bool = False
 ) -> Callable[[], AbstractContextManager]:
     """A zero-argument callable returning a fresh :func:`autocast_context` each call.
 
@@ -125,7 +151,7 @@ def autocast_factory(
     """
 
     def factory() -> AbstractContextManager:
-        return autocast_context(device, enabled)
+        return autocast_context(device, enabled, cpu_bf16)
 
     return factory
 

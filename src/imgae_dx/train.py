@@ -47,6 +47,7 @@ from imgae_dx.augment import augment_batch
 from imgae_dx.config import Scheduler, TrainParams
 from imgae_dx.device import (
     autocast_factory,
+    bf16_autocast,
     describe_device,
     images_to_tensor,
     resolve_device,
@@ -87,7 +88,7 @@ class TrainResult:
             for "trained to a loss well below its starting value").
         history: one row per epoch: epoch, train_loss, val_loss, lr, seconds, images_per_s and
             the model's own terms as ``train_<name>`` (e.g. ``train_kl``).
-        device: the device trained on, in words (e.g. ``cpu (2 threads)``).
+        device: the device trained on, in words (e.g. ``cpu (2 threads), bf16 autocast``).
         stopped_early: whether early stopping ended the run.
         resumed_from_epoch: epochs already done in the checkpoint this run resumed from (0: none).
     """
@@ -181,11 +182,12 @@ def validation_loss(
     batch_size: int = 128,
     device: str | torch.device = "auto",
     amp: bool = True,
+    cpu_bf16: bool = False,
 ) -> float:
     """Mean of ``model.validation_loss`` over ``images`` (uint8 (N, H, W)), in eval mode."""
     images = _check_images(images, "images")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return _evaluate(model, images, batch_size, dev, autocast_factory(dev, amp))
+    return _evaluate(model, images, batch_size, dev, autocast_factory(dev, amp, cpu_bf16))
 
 
 def _evaluate(
@@ -463,7 +465,7 @@ def _start(
         schedulers=make_schedulers(optimizers, config, n_batches),
         n_batches=n_batches,
         name=desc or getattr(model, "registry_name", "") or type(model).__name__,
-        autocast=autocast_factory(dev, config.amp),
+        autocast=autocast_factory(dev, config.amp, config.cpu_bf16),
         progress=Progress(history=[], best_state=_cpu_state_dict(model)),
         world=world,
     )
@@ -564,7 +566,12 @@ def _result(run: _Run, resumed_from: int) -> TrainResult:
         best_val_loss=p.best_val,
         initial_val_loss=p.initial_val,
         history=frame,
-        device=describe_device(run.device),
+        device=describe_device(run.device)
+        + (
+            ", bf16 autocast"
+            if bf16_autocast(run.device, run.config.amp, run.config.cpu_bf16)
+            else ""
+        ),
         stopped_early=p.stopped(patience),
         resumed_from_epoch=resumed_from,
     )
