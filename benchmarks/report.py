@@ -74,9 +74,11 @@ def section_loop(res: dict | None) -> list[str]:
         f"Measured on: {describe(res['machine'])}.", "",
         "Interleaved in one process, median of the rounds: the project's loop (`train_model`: "
         "one epoch from a uint8 array, shuffling, conversion, schedule, checks) against "
-        "`model.training_step` on float tensors made beforehand. *bare, contiguous* and *bare, "
-        "bf16* are the bare loop without channels-last and under CPU bf16 autocast, the two "
-        "settings `imgae_dx.device` decides on (ratios > 1: faster than the bare default).", "",
+        "`model.training_step` on float tensors made beforehand, both in the precision the "
+        "loop decides on (the device column). *bare, contiguous* is the bare loop without "
+        "channels-last, *bare, fp32* / *bare, bf16* the bare loop in the other precision "
+        "(`train.cpu_bf16`): the two settings `imgae_dx.device` decides on (ratios < 1: "
+        "slower than the loop's setting).", "",
     ]  # fmt: skip
     rows = [
         [
@@ -84,12 +86,15 @@ def section_loop(res: dict | None) -> list[str]:
             _f(r["loop_images_per_s"]), _f(r["bare_images_per_s"]),
             f"{r['loop_over_bare']:.2f}",
             f"{r['bare_contiguous_over_bare']:.2f}" if "bare_contiguous_over_bare" in r else "–",
+            f"{r['bare_fp32_over_bare']:.2f}" if "bare_fp32_over_bare" in r else "–",
             f"{r['bare_bf16_over_bare']:.2f}" if "bare_bf16_over_bare" in r else "–",
+            r.get("device", "–"),
         ]
         for r in res["rows"]
     ]  # fmt: skip
     header = ["arch", "size", "batch", "loop img/s", "bare img/s", "loop / bare",
-              "bare, contiguous / bare", "bare, bf16 / bare"]  # fmt: skip
+              "bare, contiguous / bare", "bare, fp32 / bare", "bare, bf16 / bare",
+              "device"]  # fmt: skip
     return out + _table(header, rows) + [""]
 
 

@@ -1,7 +1,8 @@
 """Training throughput (images/s) and peak memory of each architecture on the available device.
 
 Times ``model.training_step`` on random data after a warm-up, exactly as the training loop calls
-it: bf16 autocast and channels-last on CUDA, float32 elsewhere. Peak memory is
+it: bf16 autocast and channels-last on CUDA, and on the CPU channels-last and bf16 autocast
+where ``train.cpu_bf16`` applies (float32 elsewhere). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA and the peak resident set size of a fresh
 subprocess per model on CPU.
 
@@ -15,8 +16,9 @@ subprocess per model on CPU.
 slows every variant alike), the project's training loop (``train_model``: one epoch of
 ``--steps`` batches from a uint8 array, its shuffling, conversion, schedules and checks) and a
 bare PyTorch loop (``model.training_step`` on float tensors made beforehand), each ``--repeats``
-times; on the CPU also the bare loop without channels-last and under bf16 autocast, the two
-settings ``imgae_dx.device`` decides on. ``--out`` writes the rows and the machine
+times; on the CPU also the bare loop without channels-last and in the other precision (float32
+where the loop uses bf16 autocast, bf16 where it does not), the two settings
+``imgae_dx.device`` decides on. ``--out`` writes the rows and the machine
 (``benchmarks/_machine.py``) as JSON for ``benchmarks/report.py``.
 """
 
@@ -36,6 +38,7 @@ import torch
 from imgae_dx.config import TrainParams, load_params
 from imgae_dx.device import (
     autocast_factory,
+    bf16_autocast,
     describe_device,
     resolve_device,
     to_channels_last,
@@ -67,7 +70,9 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     model = build_model(name, image_size=size, **kwargs).to(device)
     to_channels_last(model, device)
     optimizers = model.configure_optimizers(1e-4, 0.0)
-    autocast = autocast_factory(device, not args.no_amp)
+    cpu_bf16 = load_params(ROOT / "params.yaml").train.cpu_bf16
+    bf16 = bf16_autocast(device, not args.no_amp, cpu_bf16)
+    autocast = autocast_factory(device, not args.no_amp, cpu_bf16)
     x = to_channels_last(torch.rand(args.batch_size, 1, size, size, device=device), device)
     model.train()
     if device.type == "cuda":
@@ -93,7 +98,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
         "arch": name,
-        "device": describe_device(device),
+        "device": describe_device(device) + (", bf16 autocast" if bf16 else ""),
         "image_size": size,
         "batch_size": args.batch_size,
         "params": sum(p.numel() for p in model.parameters()),
@@ -117,18 +122,21 @@ def _sync(device: torch.device) -> None:
 
 
 def bare_loop(name: str, size: int, kwargs: dict, batches: list, device: torch.device,
-              *, cl: bool = True, bf16: bool = False) -> float:  # fmt: skip
+              *, cl: bool = True, bf16: bool | None = None, cpu_bf16: bool = False) -> float:  # fmt: skip
     """images/s of ``model.training_step`` over float tensors made beforehand (one warm-up
-    step first): no shuffling, conversion, schedule or bookkeeping."""
+    step first): no shuffling, conversion, schedule or bookkeeping. ``bf16``: autocast on or
+    off; None: what the training loop decides (``imgae_dx.device.bf16_autocast`` with
+    ``cpu_bf16``)."""
     model = _fresh(name, size, kwargs, device, cl)
     optimizers = model.configure_optimizers(1e-4, 0.0)
     xs = [b.contiguous(memory_format=torch.channels_last) if cl else b for b in batches]
-    if bf16:  # on the CPU: what train.amp would do there (imgae_dx.device keeps it off)
+    if bf16 is None:
+        autocast = autocast_factory(device, True, cpu_bf16)  # as the training loop
+    else:
 
         def autocast():
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-    else:
-        autocast = autocast_factory(device)  # bf16 on CUDA, a no-op elsewhere
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
     model.train()
     with torch_runtime(device, deterministic=True):
         model.training_step(xs[0], optimizers, grad_clip=1.0, autocast=autocast)
@@ -147,8 +155,11 @@ def project_loop(name: str, size: int, kwargs: dict, data: tuple, config: TrainP
     return float(result.history["images_per_s"].iloc[0])
 
 
-def _variants(name: str, size: int, kwargs: dict, batch: int, args) -> dict:
-    """The variants to interleave for one architecture: name -> () -> images/s."""
+def _variants(name: str, size: int, kwargs: dict, batch: int, args, cpu_bf16: bool) -> dict:
+    """The variants to interleave for one architecture: name -> () -> images/s. ``loop`` and
+    ``bare`` train in the precision the loop decides on (``train.cpu_bf16``); on the CPU also
+    the bare loop without channels-last, and in the other precision (``bare_fp32`` where the
+    loop uses bf16, else ``bare_bf16``)."""
     device = resolve_device(args.device)
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.steps * batch, size, size), generator=gen)
@@ -160,17 +171,20 @@ def _variants(name: str, size: int, kwargs: dict, batch: int, args) -> dict:
     config = TrainParams(
         epochs=1, batch_size=batch, lr=1e-4, device=str(device), resume=False,
         max_train_batches_per_epoch=args.steps, scheduler="cosine", grad_clip=1.0,
+        cpu_bf16=cpu_bf16,
     )  # fmt: skip
     data = (images, images[: max(batch, 8)])
     variants = {
         "loop": lambda: project_loop(name, size, kwargs, data, config),
-        "bare": lambda: bare_loop(name, size, kwargs, floats, device),
+        "bare": lambda: bare_loop(name, size, kwargs, floats, device, cpu_bf16=cpu_bf16),
     }
     if device.type == "cpu":
+        bf16 = bf16_autocast(device, True, cpu_bf16)
         variants["bare_contiguous"] = lambda: bare_loop(
-            name, size, kwargs, floats, device, cl=False
+            name, size, kwargs, floats, device, cl=False, bf16=bf16
         )
-        variants["bare_bf16"] = lambda: bare_loop(name, size, kwargs, floats, device, bf16=True)
+        other = "bare_fp32" if bf16 else "bare_bf16"
+        variants[other] = lambda: bare_loop(name, size, kwargs, floats, device, bf16=not bf16)
     return variants
 
 
@@ -182,7 +196,7 @@ def compare_loop(name: str, args: argparse.Namespace) -> dict:
     size = args.image_size or kwargs.pop("image_size", 64)
     kwargs.pop("image_size", None)
     batch = args.batch_size or params.train_for(name).batch_size
-    variants = _variants(name, size, kwargs, batch, args)
+    variants = _variants(name, size, kwargs, batch, args, params.train.cpu_bf16)
     rates: dict[str, list[float]] = {k: [] for k in variants}
     for round_ in range(args.repeats + 1):
         for key, fn in variants.items():
@@ -193,7 +207,9 @@ def compare_loop(name: str, args: argparse.Namespace) -> dict:
     row = {"arch": name, "image_size": size, "batch_size": batch, "steps": args.steps}
     row.update({f"{k}_images_per_s": v for k, v in med.items()})
     row.update({f"{k}_over_bare": v / med["bare"] for k, v in med.items() if k != "bare"})
-    row["device"] = describe_device(resolve_device(args.device))
+    device = resolve_device(args.device)
+    bf16 = bf16_autocast(device, True, params.train.cpu_bf16)
+    row["device"] = describe_device(device) + (", bf16 autocast" if bf16 else "")
     return row
 
 
