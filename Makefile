@@ -18,6 +18,8 @@ UV         := $(VENV)/bin/uv
 LOCK       := requirements.lock
 UV_SPEC    ?= uv>=0.5
 STAMP      := $(VENV)/.imgae-dx-installed
+# pip's find-links (a local wheel folder, as on this project's machines) for uv too
+UV_FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),)
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
@@ -28,9 +30,12 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || { echo ">> installing $(TORCH_SPEC)"; $(PY) -m pip install -q $(TORCH_SPEC); }
+	@$(PY) -m pip install -q "$(UV_SPEC)" 2>/dev/null || echo ">> uv unavailable: pip installs everything"
+	@$(PY) -c "import torch" 2>/dev/null || { echo ">> installing $(TORCH_SPEC)"; \
+	  if test -x $(UV); then $(UV) pip install -q --python $(PY) $(UV_FIND_LINKS) $(TORCH_SPEC); \
+	  else $(PY) -m pip install -q $(TORCH_SPEC); fi; }
 	@echo ">> installing the locked environment ($(LOCK)) and imgae-dx"
-	@if $(PY) -m pip install -q "$(UV_SPEC)" 2>/dev/null && test -x $(UV); then \
+	@if test -x $(UV); then \
 	  $(UV) pip install -q --python $(PY) -r $(LOCK) && \
 	  $(UV) pip install -q --python $(PY) --no-deps -e . ; \
 	else \
