@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from imgae_dx.metrics import _check, auroc
+from imgae_dx.metrics import _check, auc_pos_neg, auroc
 
 
 class DegenerateDeLongError(ValueError):
@@ -253,6 +253,24 @@ def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _resample_metric(
+    metric: Callable[[np.ndarray, np.ndarray], float], labels: np.ndarray, *scores: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``metric`` for the resamples of ``labels`` and ``scores``: for :func:`auroc`, the inputs
+    are checked once here and each resample skips the checks (the same value, computed by
+    :func:`imgae_dx.metrics.auc_pos_neg`; a third of a call's time went to them)."""
+    if metric is not auroc:
+        return metric
+    for s in scores:
+        _check(labels, s)
+
+    def unchecked(y: np.ndarray, s: np.ndarray) -> float:
+        pos = y == 1
+        return auc_pos_neg(s[pos], s[~pos])
+
+    return unchecked
+
+
 def bootstrap_ci(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -265,9 +283,9 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Stratified-bootstrap percentile CI of ``metric(labels, scores)`` (cluster bootstrap when
     ``clusters`` is given)."""
-    vals = stratified_bootstrap(
-        labels, metric, np.asarray(scores, np.float64), n_boot=n_boot, seed=seed, clusters=clusters
-    )
+    s = np.asarray(scores, np.float64)
+    metric = _resample_metric(metric, labels, s)
+    vals = stratified_bootstrap(labels, metric, s, n_boot=n_boot, seed=seed, clusters=clusters)
     return percentile_ci(vals, ci)
 
 
@@ -285,10 +303,12 @@ def paired_bootstrap_ci(
     """CI of ``metric(y, s1) - metric(y, s2)``, both scores resampled with the same images
     (whole clusters when ``clusters`` is given)."""
 
+    a1, a2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
+    metric = _resample_metric(metric, labels, a1, a2)
+
     def diff(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
         return metric(y, a) - metric(y, b)
 
-    a1, a2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
     vals = stratified_bootstrap(labels, diff, a1, a2, n_boot=n_boot, seed=seed, clusters=clusters)
     return percentile_ci(vals, ci)
 
