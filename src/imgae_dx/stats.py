@@ -200,11 +200,10 @@ def stratified_bootstrap(
     for b in range(n_boot):
         idx = draws()
         yb = y[idx]
-        # A replicate missing a class (possible with clusters, when every cluster holds an
+        # A replicate missing a class (possible with clusters only, when every cluster holds an
         # abnormal entry) has no AUROC: nan, which percentile_ci skips.
-        out[b] = (
-            statistic(yb, *(a[idx] for a in cols)) if len(np.unique(yb)) == n_classes else np.nan
-        )
+        complete = clusters is None or len(np.unique(yb)) == n_classes
+        out[b] = statistic(yb, *(a[idx] for a in cols)) if complete else np.nan
     return out
 
 
