@@ -9,6 +9,7 @@ unchanged do not appear.
 
     python benchmarks/repro_stages.py --workspace /tmp/ws --out benchmarks/results/repro.json
     python benchmarks/repro_stages.py --workspace /tmp/ws -- --force train@ra   # one stage
+    python benchmarks/repro_stages.py --workspace /tmp/fresh-clone --make   # `make repro`
 
 The JSON (``{"machine": ..., "total_s": ..., "stages": [{"stage", "seconds"}], ...}``) is what
 ``benchmarks/report.py`` turns into BENCHMARKS.md's repro table. The machine is described in the
@@ -31,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
+#: The last line of ``make env`` (Makefile): with ``--make``, the time before it is the
+#: environment step's.
+ENV_READY = ">> environment ready"
 
 
 def stage_times(lines: Iterable[tuple[float, str]], end: float) -> list[dict]:
@@ -43,22 +47,24 @@ def stage_times(lines: Iterable[tuple[float, str]], end: float) -> list[dict]:
     if not pairs:
         return []
     rows: list[dict] = []
-    current, since = "dvc (planning)", pairs[0][0]
+    env = any(line.startswith(ENV_READY) for _, line in pairs)
+    current, since = ("make env" if env else "dvc (planning)"), pairs[0][0]
     for t, line in pairs:
         match = STAGE_LINE.match(line.strip())
-        if match:
+        if match or line.startswith(ENV_READY):
             rows.append({"stage": current, "seconds": round(t - since, 2)})
-            current, since = match.group(1), t
+            current, since = (match.group(1) if match else "dvc (planning)"), t
     rows.append({"stage": current, "seconds": round(end - since, 2)})
     return rows
 
 
-def run_repro(workspace: Path, dvc: str, args: list[str]) -> tuple[list[dict], float, int]:
-    """Run ``dvc repro`` in ``workspace``, echoing its output: (stage rows, total s, exit code)."""
+def run_repro(command: list[str], workspace: Path) -> tuple[list[dict], float, int]:
+    """Run ``command`` (``dvc repro ...`` or ``make repro``) in ``workspace``, echoing its
+    output: (stage rows, total s, exit code)."""
     t0 = time.perf_counter()
     stamped = [(t0, "")]
     proc = subprocess.Popen(
-        [dvc, "repro", *args],
+        command,
         cwd=workspace,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -82,13 +88,18 @@ def main() -> None:
     ap.add_argument("--dvc", default="dvc", help="the dvc executable")
     ap.add_argument("--label", default="dvc repro", help="what the run was, for the table")
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default: print)")
+    ap.add_argument(
+        "--make", action="store_true",
+        help="run `make repro` (environment step included, timed as `make env`) instead",
+    )  # fmt: skip
     ap.add_argument("dvc_args", nargs="*", help="after --: arguments to dvc repro")
     args = ap.parse_args()
     before = describe_machine()
-    rows, total, rc = run_repro(args.workspace.resolve(), args.dvc, args.dvc_args)
+    command = ["make", "repro"] if args.make else [args.dvc, "repro", *args.dvc_args]
+    rows, total, rc = run_repro(command, args.workspace.resolve())
     result = {
         "label": args.label,
-        "command": " ".join(["dvc", "repro", *args.dvc_args]),
+        "command": " ".join(command),
         "machine": before,
         "load_after": describe_machine()["loadavg"],
         "total_s": round(total, 2),

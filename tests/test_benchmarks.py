@@ -105,6 +105,14 @@ def test_stage_times_charges_each_stage_up_to_the_next() -> None:
         {"stage": "train@ra", "seconds": 28.5},
     ]
     assert repro_stages.stage_times([], end=1.0) == []
+    # `make repro` (--make): the time up to the environment's last line is `make env`'s
+    make = [(0.0, ""), (20.0, ">> environment ready: torch 2.13.0+cpu\n"), (21.0, "dvc repro\n"),
+            (23.0, "Running stage 'check':\n")]  # fmt: skip
+    assert repro_stages.stage_times(make, end=25.0) == [
+        {"stage": "make env", "seconds": 20.0},
+        {"stage": "dvc (planning)", "seconds": 3.0},
+        {"stage": "check", "seconds": 2.0},
+    ]
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
