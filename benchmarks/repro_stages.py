@@ -99,7 +99,7 @@ def main() -> None:
     rows, total, rc = run_repro(command, args.workspace.resolve())
     result = {
         "label": args.label,
-        "command": " ".join(command),
+        "command": "make repro" if args.make else " ".join(["dvc", "repro", *args.dvc_args]),
         "machine": before,
         "load_after": describe_machine()["loadavg"],
         "total_s": round(total, 2),
