@@ -179,7 +179,6 @@ def tiny_reproduced(tmp_path_factory):
     never change it: a test that changes it works in its own :func:`copy_workspace`."""
     ws = tmp_path_factory.mktemp("tiny-reproduced")
     env = tiny_workspace(ws)
-    env.pop("IMGAE_DX_DEBUG", None)
     out = run_checked([sys.executable, "-m", "dvc", "repro"], ws, env, timeout=1500).stdout
     return ws, env, out
 
