@@ -6,13 +6,17 @@ Helpers (import them from ``tests.conftest``):
 - :func:`phantoms`, :func:`phantoms_uint8`: "chest" phantoms (a bright body, two dark lungs);
 - :func:`make_params`: the repository's params.yaml, with an overlay, validated;
 - :func:`tiny_workspace`: a copy of the repository with a tiny params.yaml, under git, for
-  tests that run the real ``dvc repro``.
+  tests that run the real ``dvc repro``;
+- the session fixture ``tiny_reproduced`` (that workspace with the default tiny params,
+  reproduced once per session) and :func:`copy_workspace`, for tests that need a reproduced
+  pipeline of their own to change.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -142,6 +146,41 @@ def run_checked(args: list[str], cwd: Path, env: dict, timeout: int = 900):
             f"{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def copy_workspace(src: Path, dst: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """Copy the workspace ``src`` (git, DVC cache and MLflow store included, file times kept)
+    into ``dst`` and return ``env`` pointed at the copy's MLflow store. The store's paths
+    (artifact locations) are moved to ``dst`` too, so that the copy never writes into ``src``."""
+    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+    db = dst / "mlflow-test.db"
+    if db.is_file():
+        old, new = str(src), str(dst)
+        with sqlite3.connect(db) as con:
+            tables = [
+                r[0] for r in con.execute("select name from sqlite_master where type='table'")
+            ]
+            for table in tables:
+                for col in con.execute(f"pragma table_info('{table}')").fetchall():
+                    if col[2].upper().startswith(("VARCHAR", "TEXT")):
+                        con.execute(
+                            f'update "{table}" set "{col[1]}" = replace("{col[1]}", ?, ?) '
+                            f'where "{col[1]}" like ?',
+                            (old, new, f"%{old}%"),
+                        )
+        con.close()
+    return {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
+
+
+@pytest.fixture(scope="session")
+def tiny_reproduced(tmp_path_factory):
+    """:func:`tiny_workspace` with the default :data:`TINY_RUN` params (four architectures,
+    one seed), reproduced once per session: ``(ws, env, stdout of its dvc repro)``. Read it,
+    never change it: a test that changes it works in its own :func:`copy_workspace`."""
+    ws = tmp_path_factory.mktemp("tiny-reproduced")
+    env = tiny_workspace(ws)
+    out = run_checked([sys.executable, "-m", "dvc", "repro"], ws, env, timeout=1500).stdout
+    return ws, env, out
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ import time
 import pytest
 import yaml
 
+from tests.conftest import copy_workspace
 from tests.conftest import run_checked as _run
-from tests.conftest import tiny_workspace
 
 MODELS = ["ae", "vae", "unet", "ra"]
 
@@ -27,16 +27,17 @@ def _ran(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tiny_reproduced, tmp_path_factory):
+    """A copy of the session's tiny workspace, reproduced by ``dvc repro`` (its output, ``out``)."""
+    src, env, out = tiny_reproduced
     ws = tmp_path_factory.mktemp("repo")
-    return ws, tiny_workspace(ws)
+    return ws, copy_workspace(src, ws, env), out
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_dvc_repro_end_to_end(workspace):
-    ws, env = workspace
-    out = _run([sys.executable, "-m", "dvc", "repro"], ws, env).stdout
+    ws, env, out = workspace
     expected = {"check", "fetch", "split", "prepare", "report", "cards"} | {
         f"{s}@{m}-0" for s in ("train", "score", "detector") for m in MODELS
     }
@@ -102,7 +103,7 @@ def test_dvc_repro_end_to_end(workspace):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_changing_one_architecture_reruns_only_its_branch(workspace):
-    ws, env = workspace
+    ws, env, _ = workspace
     _run(["git", "add", "-A"], ws, env)
     _run(["git", "commit", "-qm", "after repro"], ws, env)
     params = yaml.safe_load((ws / "params.yaml").read_text())

@@ -199,8 +199,10 @@ def test_onnx_exports_the_map_only_where_it_is_a_tensor_function(tmp_path):
 
 
 # ---- MLflow ----------------------------------------------------------------------------------
-def test_mlflow_pyfunc_from_the_registry_scores_like_predict(ae_detector, tmp_path):
+def test_mlflow_pyfunc_from_the_registry_scores_like_predict(ae_detector, tmp_path, monkeypatch):
     import mlflow
+
+    monkeypatch.chdir(tmp_path)  # the store's default artifact root is ./mlruns: here, not the cwd
 
     from imgae_dx import tracking
     from imgae_dx.mlflow_model import save_pyfunc

@@ -1,5 +1,6 @@
 """The pipeline's detectors on the films of data/raw: `imgae-dx predict` reproduces the score
-stage, the model cards and the MLflow registry are written (a tiny `dvc repro cards`)."""
+stage, the model cards and the MLflow registry are written (in a copy of the session's tiny
+reproduced workspace: every architecture, through `cards`)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import run_checked, tiny_workspace
+from tests.conftest import TINY_RUN, copy_workspace, run_checked
 
 MODELS = ["ae", "ra"]  # one residual map, one CLAHE x saliency map
 ONNX_MODELS = ["ae", "vae", "unet", "ra"]  # every architecture, for the ONNX parity
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory):
+def repro(tiny_reproduced, tmp_path_factory):
+    src, env, _ = tiny_reproduced
+    assert TINY_RUN["models"] == ONNX_MODELS
     ws = tmp_path_factory.mktemp("repo")
-    env = tiny_workspace(ws, {"models": ONNX_MODELS})
-    run_checked([sys.executable, "-m", "dvc", "repro", "cards"], ws, env, timeout=1500)
-    return ws, env
+    return ws, copy_workspace(src, ws, env)
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
-"""Training seeds through the real `dvc repro`: a tiny workspace with two architectures.
+"""Training seeds through the real `dvc repro`: a copy of the session's tiny reproduced
+workspace (``seeds: [0]``), narrowed to two architectures.
 
-It runs with ``seeds: [0]``, then adds seed 1: only the new seed's branches (and the report)
-run, the data split is untouched, each seed has its own model, curve and scores, and the
-report's seed ensemble and mean ± sd agree with numbers recomputed here from the per-seed
-score files.
+Seed 1 is added: only the new seed's branches (and the report) run, the data split is
+untouched, each seed has its own model, curve and scores, and the report's seed ensemble and
+mean ± sd agree with numbers recomputed here from the per-seed score files.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import run_checked, tiny_workspace
+from tests.conftest import copy_workspace, run_checked
 
 MODELS = ["ae", "unet"]
 SPLIT_FILES = [f"data/split/{n}.csv" for n in ("train", "val", "test")] + [
@@ -44,13 +44,18 @@ def _test_scores(ws, arch: str, seed: int) -> pd.DataFrame:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_adding_a_seed_trains_only_it_and_the_report_aggregates_both(tmp_path):
+def test_adding_a_seed_trains_only_it_and_the_report_aggregates_both(tiny_reproduced, tmp_path):
+    src, env, first = tiny_reproduced  # first: the output of its `dvc repro`
     ws = tmp_path / "repo"
-    ws.mkdir()
-    env = tiny_workspace(ws, {"models": MODELS, "seeds": [0], "report": {"bootstrap": 20}})
+    env = copy_workspace(src, ws, env)
     dvc = [sys.executable, "-m", "dvc"]
-    first = run_checked([*dvc, "repro"], ws, env).stdout
     assert {"train@ae-0", "score@unet-0", "split"} <= _ran(first)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    assert params["seeds"] == [0] and set(MODELS) < set(params["models"])
+    params["models"] = MODELS
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    narrowed = run_checked([*dvc, "repro"], ws, env).stdout
+    assert _ran(narrowed) == {"check", "report", "cards"}, narrowed  # the branches are there
     split_before = _digests(ws, SPLIT_FILES)
     model0 = _digests(ws, ["models/ae/seed0.pt", "models/unet/seed0.pt"])
     one_seed = json.loads((ws / "reports/metrics.json").read_text())
