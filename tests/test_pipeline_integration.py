@@ -11,7 +11,6 @@ import json
 import re
 import sqlite3
 import sys
-import time
 
 import pytest
 import yaml
@@ -81,11 +80,9 @@ def test_dvc_repro_end_to_end(workspace):
     assert not list((ws / "models/.resume").glob("*/*.pt"))  # finished runs leave no checkpoint
     assert metrics["data"]["source"] == "synthetic"
 
-    # Nothing changed: nothing runs, quickly.
-    t0 = time.time()
+    # Nothing changed: nothing runs.
     again = _run([sys.executable, "-m", "dvc", "repro"], ws, env).stdout
     assert _ran(again) == set(), again
-    assert time.time() - t0 < 60
     # Bytecode next to a source directory dep is not a change (.dvcignore).
     cache_dir = ws / "src/imgae_dx/models/__pycache__"
     cache_dir.mkdir(exist_ok=True)

@@ -252,11 +252,23 @@ def test_throttled_single_files_switch_to_the_archive(tmp_path, home, token, nih
         assert len(srv.requests("files", 200)) == 6 and out["method"] == "files+zip"
 
 
-def test_rate_limit_retry_after_is_honoured(tmp_path, server, token, nih_files):
+def test_rate_limit_retry_after_is_honoured(tmp_path, server, token, nih_files, monkeypatch):
+    slept: list[float] = []
+    real_policy = http.RetryPolicy
+
+    def recording_policy(*args, **kwargs) -> http.RetryPolicy:
+        """The fetch's own policy, its sleeps recorded (and slept)."""
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            time.sleep(seconds)
+
+        return real_policy(*args, sleep=sleep, **kwargs)
+
+    monkeypatch.setattr(http, "RetryPolicy", recording_policy)
     server.inject("archive", "status", status=429, retry_after="1", count=1)
-    t0 = time.monotonic()
     raw, out = run(tmp_path, server, method="zip")
-    assert time.monotonic() - t0 >= 1.0
+    assert slept and max(slept) >= 1.0, slept  # max_backoff is 0.01: only Retry-After waits 1 s
     assert len(server.requests("archive", 429)) == 1 and out["retries"] == 1
 
 
