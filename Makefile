@@ -19,10 +19,12 @@ LOCK       := requirements.lock
 UV_SPEC    ?= uv>=0.5
 STAMP      := $(VENV)/.imgae-dx-installed
 # pip's find-links (a local wheel folder, as on this project's machines) for uv too.
-# uv installs compiled bytecode (--compile-bytecode), as pip does: without it every stage
-# process would compile mlflow, pandas, dvc... from source again where Python may not write
-# .pyc files (PYTHONDONTWRITEBYTECODE), 2-3 s per process, about a minute per `make repro`.
 UV_FIND_LINKS := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),)
+# Python writes bytecode as modules are first imported: uv installs none, and where the
+# environment forbids writing it (PYTHONDONTWRITEBYTECODE, set on some CI machines) every stage
+# process would compile mlflow, pandas, dvc... from source again, 2-3 s per process and about a
+# minute per `make repro` (uv's --compile-bytecode instead costs 14 s compiling all of it).
+unexport PYTHONDONTWRITEBYTECODE
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
@@ -35,11 +37,11 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q "$(UV_SPEC)" 2>/dev/null || echo ">> uv unavailable: pip installs everything"
 	@$(PY) -c "import torch" 2>/dev/null || { echo ">> installing $(TORCH_SPEC)"; \
-	  if test -x $(UV); then $(UV) pip install -q --compile-bytecode --python $(PY) $(UV_FIND_LINKS) $(TORCH_SPEC); \
+	  if test -x $(UV); then $(UV) pip install -q --python $(PY) $(UV_FIND_LINKS) $(TORCH_SPEC); \
 	  else $(PY) -m pip install -q $(TORCH_SPEC); fi; }
 	@echo ">> installing the locked environment ($(LOCK)) and imgae-dx"
 	@if test -x $(UV); then \
-	  $(UV) pip install -q --compile-bytecode --python $(PY) -r $(LOCK) && \
+	  $(UV) pip install -q --python $(PY) -r $(LOCK) && \
 	  $(UV) pip install -q --python $(PY) --no-deps -e . ; \
 	else \
 	  echo ">> uv unavailable: installing with pip"; \
