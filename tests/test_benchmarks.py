@@ -75,7 +75,7 @@ def test_report_has_every_section_from_the_results(tmp_path: Path) -> None:
     text = report.render(report.load_results(results))
     for n in range(1, 7):
         assert f"\n## {n}. " in text
-    assert "| ra | 64 | 16 | 98.0 | 100.0 | 0.98 | 0.80 | 1.20 |" in text  # section 1
+    assert "| ra | 64 | 16 | 98.0 | 100.0 | 0.98 | 0.80 | – | 1.20 |" in text  # section 1
     assert "**100x**" in text and "**1.90x** on 2 cores" in text  # sections 2 and 3
     assert "| 96 | 2 | 300 | 280 |" in text and "**25.0 images/s**" in text  # 3 and 4
     assert "| train@ra | 120.0 | 150.0 |" in text and "**4 min 50 s**" in text  # section 5
