@@ -110,8 +110,19 @@ def queued(repo):
         run_checked(
             DVC + ["exp", "run", "--queue", "-n", name, "-S", f"arch.ae.latent_dim={dim}"], ws, env
         )
-    run_checked(DVC + ["queue", "start", "-j", "2"], ws, env)
-    return _queue_done(ws, env)
+    # The workers `queue start` spawns outlive it and inherit its stdout/stderr: with pipes
+    # there, reading them would wait for the workers, which can idle long after the queue is
+    # done. They write to files instead, and are stopped once the queue is done.
+    with open(ws / "queue-start.log", "w") as log:
+        started = subprocess.run(DVC + ["queue", "start", "-j", "2"], cwd=ws, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
+    assert started.returncode == 0, (ws / "queue-start.log").read_text()[-3000:]
+    try:
+        return _queue_done(ws, env)
+    finally:
+        with open(ws / "queue-stop.log", "w") as log:
+            subprocess.run(DVC + ["queue", "stop", "--kill"], cwd=ws, env=env, stdout=log,
+                           stderr=subprocess.STDOUT, timeout=300)  # fmt: skip
 
 
 def test_two_queued_experiments_run_at_once_into_one_store(repo, queued):
