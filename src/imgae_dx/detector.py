@@ -31,6 +31,7 @@ import numpy as np
 
 from imgae_dx.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from imgae_dx.data.films import FilmCheck
+from imgae_dx.errors import one_line
 from imgae_dx.inference import ScoreMethod
 from imgae_dx.io import save_torch
 
@@ -187,10 +188,8 @@ def load_detector(path: str | os.PathLike) -> Detector:
     except CheckpointError:
         raise
     except Exception as e:  # a state_dict that does not fit its model_args
-        why = " ".join(str(e).split())  # torch's message spans lines: one line, shortened
-        why = why if len(why) <= 160 else why[:159] + "…"
         raise DetectorError(
-            f"{where}: the weights do not fit the network ({why}); rebuild it"
+            f"{where}: the weights do not fit the network ({one_line(e)}); rebuild it"
         ) from e
     _check_lpips(meta, where)
     return Detector(meta, model)

@@ -139,6 +139,12 @@ def install_redaction() -> None:
 
 
 # ---- running a command ---------------------------------------------------------------------------
+def one_line(e: BaseException, limit: int = 160) -> str:
+    """``e``'s message on one line (library messages span lines), shortened to ``limit``."""
+    s = " ".join(str(e).split()) or type(e).__name__
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
 def describe(exc: BaseException) -> str | None:
     """The one-line message of an error the user can act on, or None for a bug."""
     if isinstance(exc, UserError):

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from imgae_dx.data.prepare import Decoded, preprocess
+from imgae_dx.errors import one_line
 
 #: File name endings ``predict`` picks up in a folder (plus any file with the DICOM preamble).
 FILM_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom"})
@@ -68,7 +69,7 @@ def read_film(source: Source) -> Film:
             raise FilmError(f"cannot decode: a damaged {kind} file (re-export it)") from e
         raise FilmError("not an image: no PNG, JPEG or DICOM signature (wrong file?)") from e
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for a bad file
-        raise FilmError(f"cannot decode: {_one_line(e)} (not a PNG, JPEG or DICOM film?)") from e
+        raise FilmError(f"cannot decode: {one_line(e)} (not a PNG, JPEG or DICOM film?)") from e
     if im.format not in IMAGE_FORMATS:
         raise FilmError(f"unsupported format {im.format}: convert it to PNG")
     if getattr(im, "n_frames", 1) > 1:
@@ -123,7 +124,7 @@ def _read_dicom(data: bytes) -> Film:
     except FilmError:
         raise
     except Exception as e:  # pydicom: missing pixel data, unknown transfer syntax, ...
-        raise FilmError(f"cannot decode DICOM: {_one_line(e)}") from e
+        raise FilmError(f"cannot decode DICOM: {one_line(e)}") from e
     unit = np.clip((shown - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
     if photometric == "MONOCHROME1":  # low values are bright: invert to MONOCHROME2
         unit = 1.0 - unit
@@ -156,11 +157,6 @@ def _display_range(ds, raw: np.ndarray) -> tuple[float, float]:
 
     values = apply_modality_lut(raw, ds)
     return float(np.min(values)), float(np.max(values))
-
-
-def _one_line(e: BaseException, limit: int = 160) -> str:
-    s = " ".join(str(e).split()) or type(e).__name__
-    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 class FilmCheck(NamedTuple):
